@@ -1,0 +1,39 @@
+# Every target creates the virtual environment it needs; nothing else is assumed on the machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-slow lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+demo: $(VENV)/.test-deps
+	$(BIN)/python examples/demo.py
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+	COSERVE_POLLER=selectors $(BIN)/python -m pytest -q -m "not slow" tests/test_kernel.py tests/test_io.py
+
+test-slow: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(VENV)/.bench-deps
+	$(BIN)/python benchmarks/kernel.py --out benchmarks/RESULTS-kernel.json
+	$(BIN)/python benchmarks/report.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

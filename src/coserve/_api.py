@@ -1,0 +1,233 @@
+"""The scheduler's controls: run, step, exit and friends (Copas's ``loop``, ``step``, ``exit``, ...).
+
+There is one scheduler at a time. Tasks, timers and (later) servers created
+before :func:`run` wait in it, Copas-style, and run when it starts. When
+:func:`run` returns, the scheduler is closed and forgotten: the next
+:func:`run` starts from a clean state.
+
+How a run ends: it goes on while anything can make progress (a ready task, a
+task waiting for a socket, a thread or a callback, a sleeping task, an armed
+timer, a server). When nothing can, it does what :func:`exit` does (servers
+close, :func:`wait_for_exit` returns) and carries on with whatever that woke.
+Tasks still parked after that wait for something that cannot happen (a lock
+nobody will release, :func:`~coserve.sleep_forever`): they are cancelled, so
+their ``finally`` blocks run, and then :func:`run` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import _kernel
+from ._errors import AlreadyRunning, Cancelled, CoserveError
+from ._kernel import Kernel, Task, drop_kernel, get_kernel
+
+__all__ = [
+    "cancel_all",
+    "current_task",
+    "exit",
+    "exiting",
+    "finished",
+    "get_error_handler",
+    "is_running",
+    "run",
+    "set_error_handler",
+    "spawn",
+    "status",
+    "step",
+    "wait_for_exit",
+]
+
+
+def _kernel_for_run(clock: Any) -> Kernel:
+    k = _kernel._K
+    if k is not None and clock is not None and k._clock is not clock:
+        if k.active_timers() or k._clock is not None:
+            raise CoserveError("run(clock=...) must come before any timer or sleep is scheduled")
+        k._clock = clock
+        k.time = clock.time
+    return get_kernel(clock)
+
+
+def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
+    """Run ``main(*args)`` as a task, and the scheduler until nothing is left to do.
+
+    Returns main's result or raises its exception. If main fails, everything
+    else is cancelled (as by :func:`cancel_all`) before the error is raised; if
+    main was cancelled, returns None. Without *main*, runs what was spawned
+    before. *clock* replaces the kernel's clock (``coserve.testing.MockClock``).
+    """
+    k = _kernel_for_run(clock)
+    if k.running:
+        raise AlreadyRunning("run() was called while the scheduler is running; spawn() the work instead")
+    main_task = None
+    if main is not None:
+        main_task = k.spawn(main, args, "main")
+        main_task._watched = True
+        main_task._on_done = _main_done
+    k.running = True
+    try:
+        k.run_until_done()
+    except BaseException:
+        # Ctrl-C, SystemExit from a task, or a bug: let every task unwind before leaving.
+        try:
+            k.cancel_all()
+            k.run_until_done()
+        except BaseException:
+            pass
+        raise
+    finally:
+        k.running = False
+        drop_kernel(k)
+    if main_task is None:
+        return None
+    exc = main_task._exception
+    if exc is None:
+        return main_task._result
+    if isinstance(exc, Cancelled):
+        return None
+    raise exc
+
+
+def _main_done(task: Task) -> None:
+    exc = task._exception
+    if exc is not None and not isinstance(exc, Cancelled):
+        _kernel._K.cancel_all()
+
+
+def step(timeout: float = 0.0) -> bool:
+    """Run one pass of the scheduler, waiting at most *timeout* seconds for I/O or timers.
+
+    For programs with a main loop of their own. Returns True if any task or
+    timer ran. Once nothing is left to do, the scheduler winds down as at the
+    end of :func:`run` over the next calls, and then :func:`finished` is True.
+    """
+    if not timeout >= 0:
+        raise ValueError(f"step() needs a timeout >= 0, not {timeout!r}")
+    k = get_kernel()
+    if k.running:
+        raise AlreadyRunning("step() was called while the scheduler is running")
+    k.running = True
+    try:
+        ran = k.iterate(timeout)
+        if not k.has_work() and k.wind_down():
+            drop_kernel(k)
+    except BaseException:
+        drop_kernel(k)
+        raise
+    finally:
+        k.running = False
+    return ran
+
+
+def is_running() -> bool:
+    """True while :func:`run` or :func:`step` is running the scheduler."""
+    k = _kernel._K
+    return k is not None and k.running
+
+
+def finished() -> bool:
+    """True when nothing is left to do: no ready or waiting work, no sleeper with a deadline, no timer."""
+    k = _kernel._K
+    return k is None or not k.has_work()
+
+
+def exit() -> None:
+    """Begin an orderly shutdown: servers stop accepting and :func:`wait_for_exit` returns.
+
+    :func:`run` returns once the remaining tasks have ended.
+    """
+    k = _kernel._K
+    if k is not None:
+        k.begin_exit()
+
+
+def exiting() -> bool:
+    """True once :func:`exit` was called (or the run is winding down)."""
+    k = _kernel._K
+    return k is not None and k.exiting
+
+
+async def wait_for_exit() -> None:
+    """Wait until :func:`exit` is called (returns at once if it was)."""
+    k = _kernel._K
+    if k is None or k._current is None:
+        raise CoserveError("wait_for_exit() must be awaited inside a coserve task")
+    if not k.exiting:
+        await k._exit_waiters.wait("waiting")
+
+
+def cancel_all() -> None:
+    """Cancel every task and timer and close every server; :func:`run` returns promptly."""
+    k = _kernel._K
+    if k is not None:
+        k.cancel_all()
+
+
+def spawn(func: Any, *args: Any, name: str | None = None) -> Task:
+    """Schedule ``func(*args)`` (an async function, or a coroutine object) as a new task.
+
+    The task starts at the scheduler's next pass, not now. Returns the
+    :class:`Task`; ``await`` it for its result.
+    """
+    return get_kernel().spawn(func, args, name)
+
+
+def current_task() -> Task | None:
+    """The task running now, or None outside any task."""
+    k = _kernel._K
+    return k._current if k is not None else None
+
+
+ErrorHandler = Callable[[BaseException, "Task | None", Any], Any]
+
+
+def set_error_handler(handler: ErrorHandler | None, default: bool = False) -> None:
+    """Set the handler for errors no task catches: ``handler(exc, task, sock)``.
+
+    With *default* (or outside a task) it becomes the handler of every task
+    without one of its own; otherwise it is the current task's. None restores
+    the default handler, which logs the traceback with the task's name to the
+    ``coserve`` logger.
+    """
+    if handler is not None and not callable(handler):
+        raise TypeError(f"an error handler must be callable, not {handler!r}")
+    task = current_task()
+    if default or task is None:
+        _kernel.error_handler = handler or _kernel._default_error_handler
+    else:
+        task._error_handler = handler
+
+
+def get_error_handler(task: Task | None = None) -> ErrorHandler:
+    """The error handler of *task* (default: the current task), or the default handler."""
+    task = task or current_task()
+    return (task._error_handler if task is not None else None) or _kernel.error_handler
+
+
+def status(stats: bool = False) -> dict[str, Any]:
+    """Counts of tasks by state (ready, running, reading, writing, sleeping, waiting, ...), timers, servers.
+
+    With *stats*: also ``stats`` = loop steps and time per step (min/avg/max
+    seconds) since the previous ``status(stats=True)`` call; the first such
+    call switches the measuring on.
+    """
+    k = _kernel._K
+    if k is None:
+        zero = {
+            "tasks": 0,
+            "ready": 0,
+            "running": 0,
+            "reading": 0,
+            "writing": 0,
+            "sleeping": 0,
+            "waiting": 0,
+            "timers": 0,
+            "servers": 0,
+            "exiting": False,
+        }
+        if stats:
+            zero["stats"] = {"steps": 0, "step_time_min": 0.0, "step_time_avg": 0.0, "step_time_max": 0.0}
+        return zero
+    return k.status(stats)

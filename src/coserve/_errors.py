@@ -1,0 +1,73 @@
+"""The exceptions coserve raises, named after what happened.
+
+Every error coserve raises on its own account derives from :class:`CoserveError`,
+except :class:`Cancelled`, which derives from :class:`BaseException` so that a
+handler's ``except Exception:`` cannot swallow a cancellation by accident.
+Where an error is also a kind of a built-in error (a bad argument, a wrong
+state) it derives from that built-in too, so code written for the standard
+library keeps catching it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyArmed",
+    "AlreadyRunning",
+    "Cancelled",
+    "CoserveError",
+    "Destroyed",
+    "ForeignAwaitable",
+    "NotOwner",
+    "ResourceBusy",
+    "Stopping",
+    "TooMany",
+]
+
+
+class CoserveError(Exception):
+    """The root of every error coserve raises (except :class:`Cancelled`)."""
+
+
+class Cancelled(BaseException):
+    """Raised inside a task at the wait it was blocked in when it is cancelled.
+
+    It derives from :class:`BaseException`: ``except Exception`` does not catch it.
+    A task may catch it to clean up, but should re-raise it. Timeouts are
+    delivered as a ``Cancelled`` too, and turned into :class:`TimeoutError` by
+    the :func:`coserve.timeout_after` block that set them.
+    """
+
+    #: The timeout scope that caused this cancellation, or None for Task.cancel().
+    _scope: object = None
+
+
+class Destroyed(CoserveError):
+    """The lock, semaphore or queue was destroyed while (or before) it was used."""
+
+
+class TooMany(CoserveError, ValueError):
+    """More was asked of a semaphore than it can ever hold, or given beyond its maximum."""
+
+
+class Stopping(CoserveError):
+    """The queue was stopped: no more items may be pushed, and it has run empty."""
+
+
+class AlreadyArmed(CoserveError):
+    """A timer that is already armed was armed again; cancel it first."""
+
+
+class NotOwner(CoserveError, RuntimeError):
+    """A lock was released by a task that does not hold it."""
+
+
+class ResourceBusy(CoserveError):
+    """Two tasks tried to wait for the same file descriptor in the same direction at once."""
+
+
+class AlreadyRunning(CoserveError, RuntimeError):
+    """``run()`` was called while the scheduler was already running."""
+
+
+class ForeignAwaitable(CoserveError, TypeError):
+    """A coserve task awaited an object from another event loop (an asyncio future, say)."""

@@ -1,0 +1,977 @@
+"""The kernel: one loop, one trap gate, and every wait with its undo.
+
+A coserve task is a native coroutine. When it must wait, it does not call the
+kernel: it *yields a trap*, a small tuple whose first item names one of four
+requests (``_READ`` fd, ``_WRITE`` fd, ``_SLEEP`` seconds, ``_SUSPEND`` on a
+waitable). The kernel looks the number up in a table of ``_trap_*`` methods and
+runs it. That gate is the only door between tasks and the kernel; sockets,
+locks, queues and timers are ordinary async code built on the four traps.
+
+Invariants, which the rest of the package relies on:
+
+1. A task is in exactly one of these places: the ready queue (``_state`` is
+   ``"ready"``), running (``_current``), parked in one wait (``_undo`` is set),
+   or done. Spawning schedules a task; it never runs it at once.
+2. Every park sets ``task._undo`` (and ``task._undo_arg``): the one function
+   that takes the task back out of whatever it waits in (the fd table, the
+   timer heap, a wait queue). Cancellation and timeouts call it, then throw
+   into the task. Whoever *wakes* a task clears ``_undo`` first; so a task
+   that has been woken can no longer be cancelled out of its wait.
+3. Cancelling a task that is not parked (it is ready, perhaps because a lock
+   was just handed to it) only records the cancellation in ``_pending``; it
+   is delivered at the task's next trap. This is what makes hand-off safe: a
+   waiter woken with a lock, a permit or a queue item always returns from its
+   wait with it, and a cancellation arrives at the next wait instead of
+   swallowing the resource.
+4. ``_pending_io`` counts the parks that wait on the outside world (an fd, a
+   thread, a callback, ``wait_all_tasks_blocked``). Together with the ready
+   queue and the live timers it tells whether anything is left to do: a task
+   parked on a lock that nobody holds anymore cannot make progress, and
+   ``run()`` cancels such tasks once nothing else is left.
+
+epoll registrations persist across waits and are dropped lazily, when an event
+arrives that nobody waits for (see ``_poller.py``): a handler that loops on
+``receive`` costs one ``recv`` that would block, no ``epoll_ctl``, and its
+share of one ``epoll_wait`` per loop iteration.
+
+Timers live in one binary heap of ``[when, seq, func, arg]`` lists. Cancelling
+one sets ``func`` to None (O(1)); the heap is rebuilt without the dead entries
+when they are the majority, so a server that arms and cancels a timeout per
+request does not grow the heap without bound.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, TypeVar
+
+from ._errors import Cancelled, CoserveError, ForeignAwaitable, ResourceBusy
+from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
+
+__all__ = ["Kernel", "Task", "WaitQueue", "current_kernel", "get_kernel"]
+
+logger = logging.getLogger("coserve")
+T = TypeVar("T")
+
+# Trap numbers: the index of the handler in Kernel._traps.
+_READ, _WRITE, _SLEEP, _SUSPEND = range(4)
+
+# Task states, as status() reports them.
+READY = "ready"
+RUNNING = "running"
+READING = "reading"
+WRITING = "writing"
+SLEEPING = "sleeping"
+WAITING = "waiting"
+DONE = "done"
+
+
+# --- traps: the only way a task talks to the kernel -------------------------
+
+
+@types.coroutine
+def wait_readable(fd: int) -> Generator[Any, Any, None]:
+    """Park the current task until *fd* is readable (or has an error or hang-up)."""
+    yield (_READ, fd)
+
+
+@types.coroutine
+def wait_writable(fd: int) -> Generator[Any, Any, None]:
+    """Park the current task until *fd* is writable (or has an error or hang-up)."""
+    yield (_WRITE, fd)
+
+
+@types.coroutine
+def sleep_trap(seconds: float) -> Generator[Any, Any, None]:
+    """Park for *seconds* on the timer heap; 0 just goes to the back of the ready queue."""
+    yield (_SLEEP, seconds)
+
+
+@types.coroutine
+def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, Any]:
+    """Park on *waitable*: the kernel calls ``waitable._park(task, arg)``, which must set the undo.
+
+    Returns the value the task is woken with.
+    """
+    return (yield (_SUSPEND, state, waitable, arg))
+
+
+# --- tasks ------------------------------------------------------------------
+
+
+class Task:
+    """A coroutine run by the scheduler. Create tasks with :func:`coserve.spawn`.
+
+    ``await task`` waits for it to end and returns its result or raises its
+    exception; any number of tasks may await the same task.
+    """
+
+    __slots__ = (
+        "_coro", "_error_handler", "_exception", "_joiners", "_name", "_on_done", "_pending", "_result",
+        "_scopes", "_sock", "_state", "_throw", "_undo", "_undo_arg", "_value", "_watched", "id",
+    )  # fmt: skip
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], name: str | None, tid: int) -> None:
+        self._coro: Coroutine[Any, Any, Any] | None = coro
+        self._name = name
+        #: A number unique among the tasks of one run.
+        self.id = tid
+        self._state = READY
+        self._value: Any = None
+        self._throw: BaseException | None = None
+        self._undo: Callable[[Any], None] | None = None
+        self._pending: BaseException | None = None
+        self._scopes: list[Any] | None = None
+        self._joiners: list[Task] | None = None
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._on_done: Callable[[Task], None] | None = None
+        self._watched = False
+        self._sock: Any = None
+        self._error_handler: Callable[..., Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """The name given to :func:`coserve.spawn`, or ``task-<id>``."""
+        return self._name or f"task-{self.id}"
+
+    @property
+    def state(self) -> str:
+        """What the task is doing: ready, running, reading, writing, sleeping, waiting, ... or done."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"<coserve.Task {self.name!r} {self._state}>"
+
+    def done(self) -> bool:
+        """True once the task has ended, by returning, raising or being cancelled."""
+        return self._state is DONE
+
+    def cancelled(self) -> bool:
+        """True if the task ended with :class:`coserve.Cancelled`."""
+        return self._state is DONE and isinstance(self._exception, Cancelled)
+
+    def cancel(self) -> bool:
+        """Ask the task to stop: :class:`coserve.Cancelled` is raised at the wait it is in.
+
+        If it is not waiting (it is ready to run, or it is the caller), the
+        cancellation is delivered at its next wait. Returns False if the task
+        had already ended.
+        """
+        if self._state is DONE:
+            return False
+        return get_kernel()._cancel_task(self, Cancelled(f"task {self.name!r} was cancelled"))
+
+    def result(self) -> Any:
+        """The task's return value; raises its exception, or Cancelled, if it ended with one."""
+        if self._state is not DONE:
+            raise CoserveError(f"task {self.name!r} has not finished; await it first")
+        if self._exception is not None:
+            if isinstance(self._exception, Cancelled):
+                raise Cancelled(f"task {self.name!r} was cancelled")
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        """The exception the task ended with, or None; raises if it has not ended."""
+        if self._state is not DONE:
+            raise CoserveError(f"task {self.name!r} has not finished; await it first")
+        return self._exception
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        if self._state is not DONE:
+            yield (_SUSPEND, "joining", self, None)
+        return self.result()
+
+    # The waitable protocol, for tasks awaiting this one.
+    def _park(self, waiter: Task, _arg: Any) -> None:
+        if self._state is DONE:
+            _K._wake(waiter, None)
+            return
+        if self._joiners is None:
+            self._joiners = []
+        self._joiners.append(waiter)
+        waiter._undo = self._unjoin
+        waiter._undo_arg = waiter
+
+    def _unjoin(self, waiter: Task) -> None:
+        if self._joiners is not None:
+            self._joiners.remove(waiter)
+
+
+# --- wait queues: what every primitive parks on -----------------------------
+
+
+class WaitQueue:
+    """A FIFO of parked tasks, with O(1) removal on cancellation.
+
+    Each park appends a token ``[task, data]``; cancelling empties the token
+    instead of searching the deque, and the dead tokens are skipped when the
+    queue is woken (and swept when they are most of it).
+    """
+
+    __slots__ = ("_live", "_tokens")
+
+    def __init__(self) -> None:
+        self._tokens: deque[list[Any]] = deque()
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    async def wait(self, state: str = WAITING, data: Any = None) -> Any:
+        """Park the current task here until woken; returns the value it is woken with."""
+        return await suspend(state, self, data)
+
+    def _park(self, task: Task, data: Any) -> None:
+        token = [task, data]
+        self._tokens.append(token)
+        self._live += 1
+        task._undo = self._remove
+        task._undo_arg = token
+
+    def _remove(self, token: list[Any]) -> None:
+        token[0] = None
+        self._live -= 1
+        tokens = self._tokens
+        if len(tokens) > 64 and len(tokens) > 2 * self._live:
+            self._tokens = deque(t for t in tokens if t[0] is not None)
+
+    def peek(self) -> Any:
+        """The data the first live waiter parked with (raises IndexError if there is none)."""
+        tokens = self._tokens
+        while tokens[0][0] is None:
+            tokens.popleft()
+        return tokens[0][1]
+
+    def wake_one(self, value: Any = None) -> Task | None:
+        """Wake the first waiter with *value*; return it, or None if nobody waits."""
+        tokens = self._tokens
+        while tokens:
+            task = tokens.popleft()[0]
+            if task is not None:
+                self._live -= 1
+                _K._wake(task, value)
+                return task
+        return None
+
+    def wake_all(self, value: Any = None) -> int:
+        """Wake every waiter with *value*; return how many."""
+        n = 0
+        while self.wake_one(value) is not None:
+            n += 1
+        return n
+
+    def throw_all(self, exc_factory: Callable[[], BaseException]) -> int:
+        """Wake every waiter by raising a fresh ``exc_factory()`` in it; return how many."""
+        n = 0
+        tokens, self._tokens = self._tokens, deque()
+        self._live = 0
+        for token in tokens:
+            task = token[0]
+            if task is not None:
+                _K._wake_throw(task, exc_factory())
+                n += 1
+        return n
+
+
+class _Forever:
+    """The waitable of sleep_forever(): nothing but an undo."""
+
+    @staticmethod
+    def _park(task: Task, _arg: Any) -> None:
+        task._undo = _noop
+        task._undo_arg = None
+
+
+def _noop(_arg: Any) -> None:
+    pass
+
+
+FOREVER = _Forever()
+
+
+class Completion:
+    """A one-shot wake-up for one task, which may be triggered from any thread.
+
+    Used for results that come from outside the scheduler: a worker thread
+    (run_in_thread) or a callback (from_callback). While the task waits it
+    counts as outside work, which keeps ``run()`` going.
+    """
+
+    __slots__ = ("_exc", "_kernel", "_task", "_value", "done")
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._kernel = kernel
+        self._task: Task | None = None
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        self.done = False
+
+    def _park(self, task: Task, _arg: Any) -> None:
+        if self.done:
+            if self._exc is not None:
+                self._kernel._wake_throw(task, self._exc)
+            else:
+                self._kernel._wake(task, self._value)
+            return
+        self._task = task
+        task._undo = self._abandon
+        task._undo_arg = None
+        self._kernel._pending_io += 1
+
+    def _abandon(self, _arg: Any) -> None:
+        self._task = None
+        self._kernel._pending_io -= 1
+
+    def settle(self, value: Any = None, exc: BaseException | None = None) -> None:
+        """Deliver the outcome (in the scheduler's thread). A second call is an error."""
+        if self.done:
+            raise CoserveError("this result was already delivered: a callback was called more than once")
+        self.done = True
+        self._value, self._exc = value, exc
+        task = self._task
+        if task is not None:
+            self._task = None
+            self._kernel._pending_io -= 1
+            if exc is not None:
+                self._kernel._wake_throw(task, exc)
+            else:
+                self._kernel._wake(task, value)
+
+    def settle_threadsafe(self, value: Any = None, exc: BaseException | None = None) -> None:
+        """:meth:`settle` from any thread."""
+        k = self._kernel
+        if threading.get_ident() == k._thread_id:
+            self.settle(value, exc)
+        else:
+            k.call_threadsafe(self._settle_pair, (value, exc))
+
+    def _settle_pair(self, pair: tuple[Any, BaseException | None]) -> None:
+        if not self.done:
+            self.settle(*pair)
+
+
+# --- the kernel ---------------------------------------------------------------
+
+
+def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
+    where = f"task {task.name!r}" if task is not None else "a timer callback"
+    logger.error("uncaught error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
+
+
+#: The handler for errors no task catches; set_error_handler(..., default=True) replaces it.
+error_handler: Callable[[BaseException, Task | None, Any], Any] = _default_error_handler
+
+
+class Kernel:
+    """The scheduler: ready queue, timer heap, poller and the trap handlers.
+
+    There is one kernel at a time (see :func:`get_kernel`); ``run()`` creates
+    it on demand and discards it at the end, so each run starts clean.
+    """
+
+    def __init__(self, clock: Any = None, poller: str | None = None) -> None:
+        self._ready: deque[Task] = deque()
+        self._timers: list[list[Any]] = []
+        self._ntimers_dead = 0
+        self._seq = itertools.count().__next__
+        self._ids = itertools.count(1).__next__
+        self._fds: dict[int, list[Any]] = {}  # fd -> [reader, writer, registered mask]
+        self._poller = make_poller(poller)
+        self._pending_io = 0
+        self._tasks: set[Task] = set()
+        self._current: Task | None = None
+        self._clock = clock
+        self.time: Callable[[], float] = clock.time if clock is not None else time.monotonic
+        self._traps = (self._trap_read, self._trap_write, self._trap_sleep, self._trap_suspend)
+        self._threadsafe: deque[tuple[Callable[[Any], Any], Any]] = deque()
+        self._thread_id = threading.get_ident()
+        self._wake_fd = -1
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.thread_limit = min(32, (os.cpu_count() or 1) + 4)
+        self.exiting = False
+        self._exit_waiters = WaitQueue()
+        self._idle_waiters = WaitQueue()
+        self.servers: dict[Any, Callable[[], Any]] = {}  # server -> its close(); sockets layer fills it
+        self.timers: set[Any] = set()  # armed coserve.Timer objects
+        self._stats: list[float] | None = None
+        self.running = False
+        self.errors_reported = 0
+        self._wind_down_rounds = 0
+        self._closed = False
+
+    # -- waking and cancelling ------------------------------------------------
+
+    def _wake(self, task: Task, value: Any) -> None:
+        task._undo = None
+        task._value = value
+        task._state = READY
+        self._ready.append(task)
+
+    def _wake_throw(self, task: Task, exc: BaseException) -> None:
+        task._undo = None
+        task._throw = exc
+        task._state = READY
+        self._ready.append(task)
+
+    def _cancel_task(self, task: Task, exc: BaseException) -> bool:
+        """Deliver *exc* (a Cancelled) at the wait *task* is parked in, or at its next one."""
+        if task._state is DONE:
+            return False
+        undo = task._undo
+        if undo is not None:
+            task._undo = None
+            undo(task._undo_arg)
+            self._wake_throw(task, exc)
+        else:
+            pending = task._pending
+            if pending is None or _depth(exc) < _depth(pending):
+                task._pending = exc
+        return True
+
+    # -- traps ------------------------------------------------------------------
+
+    def _trap_read(self, task: Task, trap: tuple[Any, ...]) -> None:
+        self._wait_fd(task, trap[1], 0, IN, READING)
+
+    def _trap_write(self, task: Task, trap: tuple[Any, ...]) -> None:
+        self._wait_fd(task, trap[1], 1, OUT, WRITING)
+
+    def _wait_fd(self, task: Task, fd: int, slot: int, bit: int, state: str) -> None:
+        entry = self._fds.get(fd)
+        try:
+            if entry is None:
+                self._poller.register(fd, bit)
+                entry = self._fds[fd] = [None, None, bit]
+            elif entry[slot] is not None:
+                other = entry[slot]
+                raise ResourceBusy(
+                    f"task {other.name!r} is already waiting to {'read' if slot == 0 else 'write'} "
+                    f"fd {fd}; two tasks cannot wait for the same socket in the same direction"
+                )
+            elif not entry[2] & bit:
+                set_mask(self._poller, fd, entry[2] | bit, registered=True)
+                entry[2] |= bit
+        except (OSError, ValueError, ResourceBusy) as e:
+            self._wake_throw(task, e)
+            return
+        entry[slot] = task
+        task._state = state
+        task._undo = self._undo_read if slot == 0 else self._undo_write
+        task._undo_arg = fd
+        self._pending_io += 1
+
+    def _undo_read(self, fd: int) -> None:
+        self._fds[fd][0] = None
+        self._pending_io -= 1
+
+    def _undo_write(self, fd: int) -> None:
+        self._fds[fd][1] = None
+        self._pending_io -= 1
+
+    def _trap_sleep(self, task: Task, trap: tuple[Any, ...]) -> None:
+        seconds = trap[1]
+        if seconds <= 0:
+            task._state = READY
+            self._ready.append(task)
+            return
+        entry = [self.time() + seconds, self._seq(), self._wake_sleeper, task]
+        heapq.heappush(self._timers, entry)
+        task._state = SLEEPING
+        task._undo = self.cancel_timer
+        task._undo_arg = entry
+
+    def _wake_sleeper(self, task: Task) -> None:
+        task._undo = None
+        task._state = READY
+        self._ready.append(task)
+
+    def _trap_suspend(self, task: Task, trap: tuple[Any, ...]) -> None:
+        task._state = trap[1]
+        trap[2]._park(task, trap[3])
+
+    def _trap_foreign(self, task: Task, trap: Any) -> None:
+        self._wake_throw(
+            task,
+            ForeignAwaitable(
+                f"task {task.name!r} awaited {trap!r}, which is not a coserve operation. coserve tasks "
+                "can only await coserve's own functions and objects; an asyncio or trio object needs its "
+                "own event loop (run that code with coserve.run_in_thread(asyncio.run, ...))"
+            ),
+        )
+
+    # -- file descriptors -------------------------------------------------------------
+
+    def forget_fd(self, fd: int, exc_factory: Callable[[], BaseException] | None = None) -> None:
+        """Drop *fd* from the poller before it is closed; wake its waiters with ``exc_factory()``."""
+        entry = self._fds.pop(fd, None)
+        if entry is None:
+            return
+        for task in entry[:2]:
+            if task is not None:
+                self._pending_io -= 1
+                self._wake_throw(task, exc_factory() if exc_factory else OSError(f"fd {fd} was closed"))
+        try:
+            self._poller.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    # -- timers -----------------------------------------------------------------
+
+    def call_at(self, when: float, func: Callable[[Any], Any], arg: Any = None) -> list[Any]:
+        """Call ``func(arg)`` from the loop at kernel time *when*; returns the entry to cancel."""
+        entry = [when, self._seq(), func, arg]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    def cancel_timer(self, entry: list[Any]) -> None:
+        """Cancel a timer entry from :meth:`call_at` (a no-op if it fired or was cancelled)."""
+        if entry[2] is not None:
+            entry[2] = None
+            entry[3] = None
+            self._ntimers_dead += 1
+            timers = self._timers
+            if self._ntimers_dead > 256 and 2 * self._ntimers_dead > len(timers):
+                timers[:] = [e for e in timers if e[2] is not None]
+                heapq.heapify(timers)
+                self._ntimers_dead = 0
+
+    def active_timers(self) -> int:
+        """How many timer-heap entries are still to fire."""
+        return len(self._timers) - self._ntimers_dead
+
+    # -- threads ------------------------------------------------------------------
+
+    def call_threadsafe(self, func: Callable[[Any], Any], arg: Any = None) -> None:
+        """From any thread: have the loop call ``func(arg)`` soon."""
+        self._threadsafe.append((func, arg))
+        fd = self._wake_fd
+        if fd >= 0:
+            try:
+                os.eventfd_write(fd, 1) if _HAVE_EVENTFD else os.write(self._wake_w, b"\0")
+            except OSError:  # pragma: no cover - closing down
+                pass
+
+    def ensure_waker(self) -> None:
+        """Open the fd other threads use to wake the poller (once, on first use)."""
+        if self._wake_fd >= 0:
+            return
+        if _HAVE_EVENTFD:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            self._wake_fd, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_fd, False)
+            os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_fd, IN)
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The bounded pool run_in_thread uses (created on first use)."""
+        if self._executor is None:
+            self.ensure_waker()
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.thread_limit, "coserve-worker")
+        return self._executor
+
+    def _run_threadsafe(self) -> None:
+        q = self._threadsafe
+        while q:
+            func, arg = q.popleft()
+            func(arg)
+
+    def _drain_waker(self) -> None:
+        try:
+            if _HAVE_EVENTFD:
+                os.eventfd_read(self._wake_fd)
+            else:  # pragma: no cover
+                os.read(self._wake_fd, 4096)
+        except BlockingIOError:
+            pass
+
+    # -- the loop -------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        """True while something can still make progress: ready tasks, I/O or thread waits, timers."""
+        return bool(
+            self._ready or self._pending_io or len(self._timers) > self._ntimers_dead or self._threadsafe
+        )
+
+    def iterate(self, max_wait: float | None) -> bool:
+        """One pass: poll (at most *max_wait*, None = until something is due), fire timers, run tasks.
+
+        Returns True if any task ran or timer fired.
+        """
+        stats = self._stats
+        if stats is not None:
+            t0 = time.perf_counter()
+        ready = self._ready
+        timers = self._timers
+        delay = None
+        if ready or self._threadsafe:
+            timeout: float | None = 0
+        else:
+            timeout = max_wait
+            while timers and timers[0][2] is None:
+                heapq.heappop(timers)
+                self._ntimers_dead -= 1
+            if timers:
+                delay = timers[0][0] - self.time()
+                if delay < 0:
+                    delay = 0
+                if timeout is None or delay < timeout:
+                    timeout = delay
+            if self._idle_waiters._live:
+                timeout = 0
+        clock = self._clock
+        if clock is not None and timeout != 0:
+            timeout = clock._real_timeout(max_wait)
+        events = self._poller.poll(timeout)
+        if events:
+            self._dispatch_io(events)
+        elif timeout != 0 and clock is not None and delay is not None:
+            clock._autojump(delay)
+        elif self._idle_waiters._live and not ready:
+            self._idle_waiters.wake_all()
+        if self._threadsafe:
+            self._run_threadsafe()
+        fired = False
+        if timers and timers[0][0] <= self.time():
+            fired = self._fire_timers()
+        ran = bool(ready)
+        if ran:
+            self._run_ready()
+        if stats is not None:
+            dt = time.perf_counter() - t0
+            stats[0] += 1
+            stats[1] += dt
+            stats[2] = min(stats[2], dt)
+            stats[3] = max(stats[3], dt)
+        return ran or fired
+
+    def _dispatch_io(self, events: list[tuple[int, int]]) -> None:
+        fds = self._fds
+        ready = self._ready
+        woken = 0
+        for fd, ev in events:
+            entry = fds.get(fd)
+            if entry is None:
+                if fd == self._wake_fd:
+                    self._drain_waker()
+                else:  # registered, then forgotten while the event was in flight
+                    try:
+                        self._poller.unregister(fd)
+                    except (OSError, ValueError):
+                        pass
+                continue
+            stale = 0
+            if ev & RD_EVENTS:
+                task = entry[0]
+                if task is not None:
+                    entry[0] = None
+                    task._undo = None
+                    task._state = READY
+                    ready.append(task)
+                    woken += 1
+                elif entry[2] & IN:
+                    stale = IN
+            if ev & WR_EVENTS:
+                task = entry[1]
+                if task is not None:
+                    entry[1] = None
+                    task._undo = None
+                    task._state = READY
+                    ready.append(task)
+                    woken += 1
+                elif entry[2] & OUT:
+                    stale |= OUT
+            if stale:
+                self._drop_interest(fd, entry, stale)
+        self._pending_io -= woken
+
+    def _drop_interest(self, fd: int, entry: list[Any], stale: int) -> None:
+        """An event came for a direction nobody waits for: stop asking for it."""
+        mask = entry[2] & ~stale
+        try:
+            if mask:
+                self._poller.modify(fd, mask)
+                entry[2] = mask
+                return
+            self._poller.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        del self._fds[fd]
+
+    def _fire_timers(self) -> bool:
+        timers = self._timers
+        now = self.time()
+        fired = False
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            func = entry[2]
+            if func is None:
+                self._ntimers_dead -= 1
+                continue
+            entry[2] = None
+            fired = True
+            func(entry[3])
+        return fired
+
+    def _run_ready(self) -> None:
+        ready = self._ready
+        traps = self._traps
+        popleft = ready.popleft
+        append = ready.append
+        foreign = self._trap_foreign
+        for _ in range(len(ready)):
+            task = popleft()
+            self._current = task
+            task._state = RUNNING
+            try:
+                exc = task._throw
+                if exc is None:
+                    trap = task._coro.send(task._value)  # type: ignore[union-attr]
+                else:
+                    task._throw = None
+                    trap = task._coro.throw(exc)  # type: ignore[union-attr]
+            except StopIteration as e:
+                self._finish(task, e.value, None)
+            except BaseException as e:
+                self._finish(task, None, e)
+            else:
+                task._value = None
+                if task._pending is None:
+                    try:
+                        handler = traps[trap[0]]
+                    except Exception:
+                        handler = foreign
+                    handler(task, trap)
+                else:
+                    # A cancellation arrived while the task was running or ready: deliver it
+                    # here, at its next wait, instead of starting the wait.
+                    task._throw = task._pending
+                    task._pending = None
+                    task._state = READY
+                    append(task)
+        self._current = None
+
+    def _finish(self, task: Task, result: Any, exc: BaseException | None) -> None:
+        self._current = None
+        task._state = DONE
+        task._result = result
+        task._exception = exc
+        task._coro = None
+        task._pending = None
+        self._tasks.discard(task)
+        joiners = task._joiners
+        if joiners:
+            task._joiners = None
+            for t in joiners:
+                self._wake(t, None)
+        if task._on_done is not None:
+            task._on_done(task)
+        if exc is not None:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise exc
+            if not (joiners or task._watched or isinstance(exc, Cancelled)):
+                self.report(exc, task)
+
+    def report(self, exc: BaseException, task: Task | None) -> None:
+        """Hand an error nobody caught to the error handler (the task's own, or the default)."""
+        self.errors_reported += 1
+        handler = (task._error_handler if task is not None else None) or error_handler
+        try:
+            handler(exc, task, task._sock if task is not None else None)
+        except Exception:
+            logger.exception("the error handler itself failed while handling %r", exc)
+
+    # -- tasks ------------------------------------------------------------------
+
+    def spawn(self, func: Any, args: tuple[Any, ...], name: str | None) -> Task:
+        """Create a task for ``func(*args)`` and put it at the back of the ready queue."""
+        if self._closed:
+            raise CoserveError("this scheduler has finished; spawn from a new run()")
+        coro = func(*args) if callable(func) else func
+        if type(coro) is not types.CoroutineType:
+            coro = _check_coroutine(func, coro)
+        task = Task(coro, name, self._ids())
+        self._tasks.add(task)
+        self._ready.append(task)
+        return task
+
+    # -- shutting down ------------------------------------------------------------
+
+    def begin_exit(self) -> None:
+        """exit(): servers stop accepting and wait_for_exit() returns, in every task."""
+        self.exiting = True
+        self._close_servers()
+        self._exit_waiters.wake_all()
+
+    def _close_servers(self) -> None:
+        for close in list(self.servers.values()):
+            try:
+                close()
+            except Exception as e:  # pragma: no cover - defensive
+                self.report(e, None)
+        self.servers.clear()
+
+    def cancel_all(self) -> None:
+        """Cancel every task and timer and close every server."""
+        self.exiting = True
+        self._close_servers()
+        for t in list(self.timers):
+            t.cancel()
+        for task in list(self._tasks):
+            self._cancel_task(task, Cancelled("cancelled by cancel_all()"))
+
+    def run_until_done(self) -> None:
+        """Iterate until nothing is left to do, then wind down (see :meth:`wind_down`)."""
+        while True:
+            if self.has_work():
+                self.iterate(None)
+            elif self.wind_down():
+                return
+
+    def wind_down(self) -> bool:
+        """Called when nothing can make progress; True once the run is over.
+
+        First it does what exit() does (servers close, wait_for_exit() returns),
+        and the run goes on with whatever that woke. Tasks still parked after
+        that wait for something that cannot happen: they are cancelled so that
+        they clean up. A task that ignores three cancellations is closed.
+        """
+        if not self.exiting or len(self._exit_waiters):
+            self.begin_exit()
+            return False
+        if not self._tasks:
+            return True
+        self._wind_down_rounds += 1
+        if self._wind_down_rounds > 3:
+            for task in list(self._tasks):
+                logger.error("task %r ignored its cancellation; closing it", task.name)
+                self._close_task(task)
+            return True
+        for task in list(self._tasks):
+            logger.debug(
+                "cancelling task %r: it waits (%s) for something that cannot happen", task.name, task._state
+            )
+            self._cancel_task(task, Cancelled("nothing left that could wake this task"))
+        return False
+
+    def _close_task(self, task: Task) -> None:
+        coro = task._coro
+        if coro is not None:
+            try:
+                coro.close()
+            except BaseException:
+                pass
+        task._state = DONE
+        task._exception = Cancelled("closed at shutdown")
+        task._coro = None
+        self._tasks.discard(task)
+
+    def close(self) -> None:
+        """Release the poller, the wake-up fd and the worker threads; close unfinished coroutines."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            self._close_task(task)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._wake_fd >= 0:
+            os.close(self._wake_fd)
+            if not _HAVE_EVENTFD:  # pragma: no cover
+                os.close(self._wake_w)
+            self._wake_fd = -1
+        self._poller.close()
+
+    # -- introspection --------------------------------------------------------------
+
+    def status(self, stats: bool = False) -> dict[str, Any]:
+        """Counts of tasks by state, timers and servers; with *stats*, loop timing since the last call."""
+        counts: dict[str, int] = {}
+        for task in self._tasks:
+            counts[task._state] = counts.get(task._state, 0) + 1
+        out: dict[str, Any] = {
+            "tasks": len(self._tasks),
+            **{s: counts.get(s, 0) for s in (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)},
+            **{
+                s: n
+                for s, n in counts.items()
+                if s not in (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)
+            },
+            "timers": len(self.timers),
+            "servers": len(self.servers),
+            "exiting": self.exiting,
+        }
+        if stats:
+            st = self._stats
+            if st is None:
+                out["stats"] = {"steps": 0, "step_time_min": 0.0, "step_time_avg": 0.0, "step_time_max": 0.0}
+            else:
+                n = int(st[0])
+                out["stats"] = {
+                    "steps": n,
+                    "step_time_min": st[2] if n else 0.0,
+                    "step_time_avg": st[1] / n if n else 0.0,
+                    "step_time_max": st[3],
+                }
+            self._stats = [0, 0.0, float("inf"), 0.0]
+        return out
+
+
+_HAVE_EVENTFD = hasattr(os, "eventfd")
+
+
+def _depth(exc: BaseException) -> int:
+    """How deep the timeout scope behind a Cancelled is; -1 (outermost) for a plain cancel."""
+    scope = getattr(exc, "_scope", None)
+    return -1 if scope is None else scope._depth
+
+
+def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
+    if isinstance(coro, Coroutine):
+        return coro
+    what = getattr(func, "__qualname__", repr(func))
+    if isinstance(coro, Generator):
+        raise TypeError(f"spawn() got a generator from {what}; coserve tasks are 'async def' functions")
+    raise TypeError(
+        f"spawn() needs an async function or a coroutine, but {what} returned {type(coro).__name__} "
+        "(did you forget 'async def'?)"
+    )
+
+
+# --- the one kernel -----------------------------------------------------------------
+
+_K: Kernel = None  # type: ignore[assignment]
+
+
+def current_kernel() -> Kernel | None:
+    """The kernel of the run in progress (or being prepared), or None."""
+    return _K
+
+
+def get_kernel(clock: Any = None) -> Kernel:
+    """The current kernel, created on first use (tasks spawned before run() wait in it)."""
+    global _K
+    if _K is None:
+        _K = Kernel(clock)
+    return _K
+
+
+def drop_kernel(kernel: Kernel) -> None:
+    """Close *kernel* and forget it, so the next use starts from a clean state."""
+    global _K
+    try:
+        kernel.close()
+    finally:
+        if _K is kernel:
+            _K = None  # type: ignore[assignment]
