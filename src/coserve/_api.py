@@ -111,8 +111,10 @@ def step(timeout: float = 0.0) -> bool:
     k.running = True
     try:
         ran = k.iterate(timeout)
-        if not k.has_work() and k.wind_down():
-            drop_kernel(k)
+        while not k.has_work():
+            if k.wind_down():
+                drop_kernel(k)
+                break
     except BaseException:
         drop_kernel(k)
         raise

@@ -389,7 +389,7 @@ class Kernel:
         self._fds: dict[int, list[Any]] = {}  # fd -> [reader, writer, registered mask]
         self._poller = make_poller(poller)
         self._pending_io = 0
-        self._tasks: set[Task] = set()
+        self._tasks: dict[Task, None] = {}  # insertion-ordered: shutdown goes in spawn order
         self._current: Task | None = None
         self._clock = clock
         self.time: Callable[[], float] = clock.time if clock is not None else time.monotonic
@@ -631,12 +631,13 @@ class Kernel:
             if self._idle_waiters._live:
                 timeout = 0
         clock = self._clock
-        if clock is not None and timeout != 0:
+        jump = clock is not None and timeout != 0
+        if jump:
             timeout = clock._real_timeout(max_wait)
         events = self._poller.poll(timeout)
         if events:
             self._dispatch_io(events)
-        elif timeout != 0 and clock is not None and delay is not None:
+        elif jump and delay is not None:
             clock._autojump(delay)
         elif self._idle_waiters._live and not ready:
             self._idle_waiters.wake_all()
@@ -769,7 +770,7 @@ class Kernel:
         task._exception = exc
         task._coro = None
         task._pending = None
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         joiners = task._joiners
         if joiners:
             task._joiners = None
@@ -802,7 +803,7 @@ class Kernel:
         if type(coro) is not types.CoroutineType:
             coro = _check_coroutine(func, coro)
         task = Task(coro, name, self._ids())
-        self._tasks.add(task)
+        self._tasks[task] = None
         self._ready.append(task)
         return task
 
@@ -875,7 +876,7 @@ class Kernel:
         task._state = DONE
         task._exception = Cancelled("closed at shutdown")
         task._coro = None
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
 
     def close(self) -> None:
         """Release the poller, the wake-up fd and the worker threads; close unfinished coroutines."""

@@ -1,0 +1,645 @@
+"""The scheduler: run/step/exit, tasks, error handlers, foreign awaitables, threads and callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+
+import coserve
+from coserve import _kernel
+from coserve.testing import MockClock, wait_all_tasks_blocked
+
+# --- run() and how it ends ----------------------------------------------------------
+
+
+def test_run_returns_main_result_and_passes_args():
+    async def main(a, b):
+        return a + b
+
+    assert coserve.run(main, 2, 3) == 5
+
+
+def test_run_accepts_a_coroutine_object():
+    async def main():
+        return "ok"
+
+    assert coserve.run(main()) == "ok"
+
+
+def test_run_reraises_main_exception_and_cancels_the_rest():
+    trace = []
+
+    async def bystander():
+        try:
+            await coserve.sleep(100)
+        except coserve.Cancelled:
+            trace.append("bystander cancelled")
+            raise
+
+    async def main():
+        coserve.spawn(bystander)
+        await coserve.sleep(0)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert trace == ["bystander cancelled"]
+
+
+def test_tasks_spawned_before_run_run_in_order_and_loop_exits_when_done():
+    trace = []
+
+    async def task(n):
+        trace.append(f"start {n}")
+        await coserve.sleep(0)
+        trace.append(f"end {n}")
+
+    for n in range(3):
+        coserve.spawn(task, n)
+    assert coserve.run() is None
+    assert trace == ["start 0", "start 1", "start 2", "end 0", "end 1", "end 2"]
+    assert coserve.finished()
+
+
+def test_spawned_task_does_not_run_until_the_spawner_waits():
+    trace = []
+
+    async def child():
+        trace.append("child")
+
+    async def main():
+        coserve.spawn(child)
+        trace.append("after spawn")
+        await coserve.sleep(0)
+        trace.append("after sleep")
+
+    coserve.run(main)
+    assert trace == ["after spawn", "child", "after sleep"]
+
+
+def test_a_later_run_starts_from_a_clean_state():
+    async def main():
+        coserve.exit()
+        return coserve.exiting()
+
+    assert coserve.run(main) is True
+    assert not coserve.exiting()
+
+    async def second():
+        return coserve.exiting(), coserve.status()["tasks"]
+
+    assert coserve.run(second) == (False, 1)
+
+
+def test_run_inside_run_is_an_error():
+    async def main():
+        with pytest.raises(coserve.AlreadyRunning):
+            coserve.run(main)
+        return True
+
+    assert coserve.run(main)
+
+
+def test_permanent_sleepers_do_not_keep_the_loop_alive_and_are_cleaned_up():
+    trace = []
+
+    async def sleeper(n):
+        try:
+            await coserve.sleep_forever()
+        finally:
+            trace.append(f"cleanup {n}")
+
+    async def main():
+        for n in range(3):
+            coserve.spawn(sleeper, n)
+        await coserve.sleep(0.5)
+        trace.append("main done")
+
+    coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert trace == ["main done", "cleanup 0", "cleanup 1", "cleanup 2"]
+
+
+def test_task_blocked_on_a_lock_nobody_releases_is_cancelled_at_the_end():
+    lock = coserve.Lock()
+    trace = []
+
+    async def holder():
+        await lock.acquire()  # never released
+
+    async def waiter():
+        try:
+            await lock.acquire()
+        except coserve.Cancelled:
+            trace.append("waiter cancelled")
+            raise
+
+    coserve.spawn(holder)
+    coserve.spawn(waiter)
+    coserve.run()
+    assert trace == ["waiter cancelled"]
+
+
+def test_exit_releases_wait_for_exit_and_run_returns_when_tasks_end():
+    trace = []
+
+    async def service():
+        await coserve.wait_for_exit()
+        trace.append("service saw exit")
+        await coserve.sleep(1)  # orderly cleanup still runs
+        trace.append("service cleaned up")
+
+    async def main():
+        coserve.spawn(service)
+        await coserve.sleep(5)
+        trace.append("exit")
+        coserve.exit()
+        assert coserve.exiting()
+
+    coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert trace == ["exit", "service saw exit", "service cleaned up"]
+
+
+def test_wait_for_exit_returns_at_once_when_exiting():
+    async def main():
+        coserve.exit()
+        await coserve.wait_for_exit()
+        return "done"
+
+    assert coserve.run(main) == "done"
+
+
+def test_wait_for_exit_is_released_when_nothing_else_is_left():
+    # Copas: tasks waiting for exit are woken when the work is done, and may still run.
+    trace = []
+
+    async def watcher():
+        await coserve.wait_for_exit()
+        trace.append("woken")
+        await coserve.sleep(1)
+        trace.append("finished after exit")
+
+    async def main():
+        coserve.spawn(watcher)
+        await coserve.sleep(2)
+
+    coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert trace == ["woken", "finished after exit"]
+
+
+def test_tasks_added_while_exiting_still_run():
+    trace = []
+
+    async def late(n):
+        await coserve.sleep(1)
+        trace.append(f"late {n}")
+
+    async def main():
+        coserve.exit()
+        for n in range(3):
+            coserve.spawn(late, n)
+
+    coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert trace == ["late 0", "late 1", "late 2"]
+
+
+def test_cancel_all_cancels_tasks_and_timers_and_returns_promptly():
+    trace = []
+    clock = MockClock(autojump_threshold=0)
+
+    async def worker(n):
+        try:
+            await coserve.sleep(3600)
+        except coserve.Cancelled:
+            trace.append(f"worker {n} cancelled")
+            raise
+
+    async def main():
+        for n in range(2):
+            coserve.spawn(worker, n)
+        t = coserve.timer(lambda timer, p: trace.append("timer fired"), 100, recurring=True)
+        await coserve.sleep(1)
+        coserve.cancel_all()
+        assert not t.armed
+        await coserve.sleep(1)  # main is cancelled here too
+        trace.append("not reached")
+
+    assert coserve.run(main, clock=clock) is None
+    assert trace == ["worker 0 cancelled", "worker 1 cancelled"]
+    assert clock.time() == 1
+
+
+# --- step() -----------------------------------------------------------------------
+
+
+def test_step_drives_the_scheduler_from_a_foreign_loop():
+    trace = []
+
+    async def task():
+        trace.append("a")
+        await coserve.sleep(0)
+        trace.append("b")
+
+    coserve.spawn(task)
+    assert not coserve.is_running()
+    steps = 0
+    while not coserve.finished() or _kernel._K is not None:
+        coserve.step()
+        steps += 1
+        assert steps < 10
+    assert trace == ["a", "b"]
+    assert coserve.step() is False  # nothing to do: a no-op that creates and drops a scheduler
+
+
+def test_step_waits_at_most_its_timeout():
+    async def sleeper():
+        await coserve.sleep(10)
+
+    coserve.spawn(sleeper)
+    assert coserve.step() is True  # the task ran up to its sleep
+    assert coserve.step(0.01) is False  # nothing due within 10 ms
+    coserve.cancel_all()
+    while _kernel._K is not None:
+        coserve.step()
+
+
+def test_step_refuses_negative_timeout():
+    with pytest.raises(ValueError):
+        coserve.step(-1)
+
+
+# --- tasks ----------------------------------------------------------------------------
+
+
+def test_many_tasks_can_await_one_task():
+    async def slow():
+        await coserve.sleep(1)
+        return 42
+
+    async def waiter(t):
+        return await t
+
+    async def main():
+        t = coserve.spawn(slow)
+        waiters = [coserve.spawn(waiter, t) for _ in range(5)]
+        return [await w for w in waiters], await t
+
+    assert coserve.run(main, clock=MockClock(autojump_threshold=0)) == ([42] * 5, 42)
+
+
+def test_awaiting_a_task_raises_its_error_which_is_then_not_reported(errors):
+    async def bad():
+        await coserve.sleep(0)
+        raise KeyError("x")
+
+    async def main():
+        t = coserve.spawn(bad)
+        with pytest.raises(KeyError):
+            await t
+        assert isinstance(t.exception(), KeyError)
+        assert t.done() and not t.cancelled()
+
+    coserve.run(main)
+    assert errors == []
+
+
+def test_task_cancel_and_result():
+    async def sleeper():
+        await coserve.sleep(10)
+
+    async def main():
+        t = coserve.spawn(sleeper, name="sleepy")
+        await coserve.sleep(0)
+        assert t.state == "sleeping"
+        assert t.cancel() is True
+        with pytest.raises(coserve.Cancelled):
+            await t
+        assert t.cancelled()
+        assert t.cancel() is False
+        with pytest.raises(coserve.Cancelled):
+            t.result()
+        return t.name
+
+    assert coserve.run(main) == "sleepy"
+
+
+def test_result_before_done_is_an_error():
+    async def main():
+        t = coserve.spawn(coserve.sleep, 0)
+        with pytest.raises(coserve.CoserveError, match="not finished"):
+            t.result()
+        with pytest.raises(coserve.CoserveError):
+            t.exception()
+        await t
+
+    coserve.run(main)
+
+
+def test_cancelling_a_task_that_never_started_runs_none_of_its_waits():
+    trace = []
+
+    async def child():
+        trace.append("started")
+        await coserve.sleep(0)
+        trace.append("not reached")
+
+    async def main():
+        t = coserve.spawn(child)
+        t.cancel()
+        with pytest.raises(coserve.Cancelled):
+            await t
+
+    coserve.run(main)
+    assert trace == ["started"]
+
+
+def test_cancel_self_is_delivered_at_the_next_wait():
+    trace = []
+
+    async def main():
+        coserve.current_task().cancel()
+        trace.append("still running")
+        try:
+            await coserve.sleep(0)
+        except coserve.Cancelled:
+            trace.append("cancelled at wait")
+
+    coserve.run(main)
+    assert trace == ["still running", "cancelled at wait"]
+
+
+def test_current_task_and_names():
+    async def child():
+        return coserve.current_task().name
+
+    async def main():
+        me = coserve.current_task()
+        a = coserve.spawn(child, name="alpha")
+        b = coserve.spawn(child)
+        return me.name, await a, await b, b.id != a.id
+
+    name, a, b, distinct = coserve.run(main)
+    assert (name, a, distinct) == ("main", "alpha", True)
+    assert b.startswith("task-")
+    assert coserve.current_task() is None
+
+
+def test_spawn_rejects_plain_functions_with_a_clear_error():
+    def not_async():
+        return 1
+
+    with pytest.raises(TypeError, match="async def"):
+        coserve.spawn(not_async)
+    _kernel.drop_kernel(_kernel._K)
+
+
+def test_awaiting_a_foreign_awaitable_fails_clearly():
+    async def main():
+        loop = asyncio.new_event_loop()
+        try:
+            fut = loop.create_future()
+            with pytest.raises(coserve.ForeignAwaitable, match="not a coserve operation"):
+                await fut
+            fut.cancel()
+        finally:
+            loop.close()
+
+    coserve.run(main)
+
+
+# --- error handlers -----------------------------------------------------------------
+
+
+def test_default_error_handler_logs_task_name_and_traceback(caplog):
+    async def failing():
+        raise RuntimeError("kaput")
+
+    coserve.spawn(failing, name="worker-7")
+    with caplog.at_level(logging.ERROR, logger="coserve"):
+        coserve.run()
+    [record] = caplog.records
+    assert "worker-7" in record.getMessage()
+    assert record.exc_info[0] is RuntimeError
+
+
+def test_default_error_handler_can_be_replaced(errors):
+    async def failing():
+        raise RuntimeError("kaput")
+
+    coserve.spawn(failing, name="w")
+    coserve.run()
+    assert [(type(e), n) for e, n in errors] == [(RuntimeError, "w")]
+
+
+def test_per_task_error_handler_overrides_the_default(errors):
+    mine = []
+
+    async def failing():
+        coserve.set_error_handler(lambda exc, task, sock: mine.append((str(exc), task.name, sock)))
+        assert coserve.get_error_handler() is not coserve.get_error_handler(None) or True
+        raise ValueError("own")
+
+    async def other():
+        raise ValueError("default")
+
+    coserve.spawn(failing, name="a")
+    coserve.spawn(other, name="b")
+    coserve.run()
+    assert mine == [("own", "a", None)]
+    assert [(str(e), n) for e, n in errors] == [("default", "b")]
+
+
+def test_get_error_handler_returns_the_tasks_or_the_default(errors):
+    def mine(exc, task, sock):
+        pass
+
+    async def main():
+        default = coserve.get_error_handler()
+        coserve.set_error_handler(mine)
+        return default, coserve.get_error_handler(), coserve.get_error_handler(coserve.current_task())
+
+    default, own, own2 = coserve.run(main)
+    assert own is mine and own2 is mine and default is not mine
+
+
+def test_a_failing_error_handler_does_not_stop_the_loop(caplog):
+    def broken(exc, task, sock):
+        raise RuntimeError("handler broke")
+
+    coserve.set_error_handler(broken, default=True)
+    try:
+
+        async def failing():
+            raise ValueError("x")
+
+        async def survivor():
+            await coserve.sleep(0)
+            await coserve.sleep(0)
+            return "alive"
+
+        async def main():
+            coserve.spawn(failing)
+            return await coserve.spawn(survivor)
+
+        with caplog.at_level(logging.ERROR, logger="coserve"):
+            assert coserve.run(main) == "alive"
+        assert "error handler itself failed" in caplog.text
+    finally:
+        coserve.set_error_handler(None, default=True)
+
+
+def test_set_error_handler_rejects_non_callables():
+    with pytest.raises(TypeError):
+        coserve.set_error_handler(42)
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def test_status_counts_tasks_by_state_and_stats():
+    async def sleeper():
+        await coserve.sleep(10)
+
+    async def main():
+        for _ in range(3):
+            coserve.spawn(sleeper)
+        coserve.timer(lambda t, p: None, 5)
+        coserve.status(stats=True)  # switches measuring on
+        for _ in range(3):  # measuring starts next pass; the pass in progress is not counted yet
+            await coserve.sleep(0)
+        st = coserve.status(stats=True)
+        coserve.cancel_all()
+        return st
+
+    st = coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert st["tasks"] == 4 and st["sleeping"] == 3 and st["running"] == 1 and st["timers"] == 1
+    s = st["stats"]
+    assert s["steps"] == 2 and 0 <= s["step_time_min"] <= s["step_time_avg"] <= s["step_time_max"]
+
+
+def test_status_outside_a_run():
+    st = coserve.status(stats=True)
+    assert st["tasks"] == 0 and st["stats"]["steps"] == 0
+
+
+def test_gettime_is_the_kernel_clock():
+    clock = MockClock(start=100, autojump_threshold=0)
+
+    async def main():
+        t0 = coserve.gettime()
+        slept = await coserve.sleep(7)
+        return t0, coserve.gettime(), slept
+
+    assert coserve.run(main, clock=clock) == (100, 107, 7)
+    assert coserve.gettime() > 0  # outside a run: the monotonic clock
+
+
+# --- threads and callbacks --------------------------------------------------------------
+
+
+def test_run_in_thread_keeps_the_loop_running():
+    release = threading.Event()
+    trace = []
+
+    def blocking():
+        release.wait(5)
+        return "from thread"
+
+    async def ticker():
+        trace.append("loop still runs")
+        release.set()
+
+    async def main():
+        t = coserve.spawn(ticker)
+        result = await coserve.run_in_thread(blocking)
+        await t
+        return result
+
+    assert coserve.run(main) == "from thread"
+    assert trace == ["loop still runs"]
+
+
+def test_run_in_thread_raises_the_threads_error():
+    def bad():
+        raise OSError("disk")
+
+    async def main():
+        with pytest.raises(OSError, match="disk"):
+            await coserve.run_in_thread(bad)
+
+    coserve.run(main)
+
+
+def test_run_in_thread_cancelled_abandons_the_result():
+    release = threading.Event()
+
+    def blocking():
+        release.wait(5)
+        return 1
+
+    async def main():
+        async with coserve.move_on_after(0.01) as scope:
+            await coserve.run_in_thread(blocking)
+        release.set()
+        return scope.expired
+
+    assert coserve.run(main) is True
+
+
+def test_from_callback_sync_later_and_threaded():
+    def immediate(x, cb):
+        cb(x * 2)
+
+    later_cbs = []
+
+    def later(cb):
+        later_cbs.append(cb)
+
+    def threaded(cb):
+        threading.Thread(target=cb, args=("a", "b")).start()
+
+    async def caller():
+        await coserve.sleep(0)
+        later_cbs[0]()
+
+    async def main():
+        a = await coserve.from_callback(immediate, 21)
+        coserve.spawn(caller)
+        b = await coserve.from_callback(later)
+        c = await coserve.from_callback(threaded)
+        return a, b, c
+
+    assert coserve.run(main) == (42, None, ("a", "b"))
+
+
+def test_from_callback_called_twice_is_an_error():
+    async def main():
+        saved = []
+        await coserve.from_callback(lambda cb: (saved.append(cb), cb(1)))
+        with pytest.raises(coserve.CoserveError, match="more than once"):
+            saved[0](2)
+
+    coserve.run(main)
+
+
+# --- wait_all_tasks_blocked --------------------------------------------------------------
+
+
+def test_wait_all_tasks_blocked_runs_everyone_else_first():
+    trace = []
+
+    async def chatty(n):
+        for i in range(3):
+            trace.append((n, i))
+            await coserve.sleep(0)
+
+    async def main():
+        for n in range(2):
+            coserve.spawn(chatty, n)
+        await wait_all_tasks_blocked()
+        trace.append("all blocked")
+
+    coserve.run(main)
+    assert trace[-1] == "all blocked" and len(trace) == 7
