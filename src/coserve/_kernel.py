@@ -513,7 +513,13 @@ class Kernel:
     # -- file descriptors -------------------------------------------------------------
 
     def forget_fd(self, fd: int, exc_factory: Callable[[], BaseException] | None = None) -> None:
-        """Drop *fd* from the poller before it is closed; wake its waiters with ``exc_factory()``."""
+        """Drop *fd* from the poller before it is closed; wake its waiters with ``exc_factory()``.
+
+        Every fd the kernel has waited on must be forgotten before it is closed:
+        registrations persist across waits, and epoll silently drops a closed
+        fd, so the kernel would otherwise believe a reused number is registered
+        (asyncio's ``remove_reader`` and trio's ``notify_closing`` have the same rule).
+        """
         entry = self._fds.pop(fd, None)
         if entry is None:
             return

@@ -1,0 +1,95 @@
+"""The public API: every public name documented and typed; the import layers point downward."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pathlib
+
+import pytest
+
+import coserve
+import coserve.testing
+
+SRC = pathlib.Path(coserve.__file__).parent
+
+
+def _public_members(obj):
+    for name, member in vars(obj).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(member) or isinstance(member, property):
+            yield name, member
+
+
+@pytest.mark.parametrize("module", [coserve, coserve.testing])
+def test_every_public_name_has_a_docstring(module):
+    missing = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if not (getattr(obj, "__doc__", None) or "").strip():
+            missing.append(name)
+        if inspect.isclass(obj):
+            for member_name, member in _public_members(obj):
+                doc = member.__doc__ if not isinstance(member, property) else member.fget.__doc__
+                if not (doc or "").strip():
+                    missing.append(f"{name}.{member_name}")
+    assert missing == []
+
+
+def test_all_is_sorted_and_complete():
+    assert list(coserve.__all__) == sorted(coserve.__all__)
+    for name in coserve.__all__:
+        assert hasattr(coserve, name)
+
+
+def test_package_is_typed():
+    assert (SRC / "py.typed").exists()
+
+
+def test_core_uses_the_standard_library_only():
+    import sys
+
+    for path in SRC.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for n in names:
+                top = n.split(".")[0]
+                assert top in sys.stdlib_module_names or top == "coserve", f"{path.name} imports {n}"
+
+
+LAYERS = ["_errors", "_poller", "_kernel", "_time", "_timer", "_sync", "_taskgroup", "_threads", "_api"]
+
+
+def test_layers_import_downward_only():
+    for path in SRC.glob("_*.py"):
+        mod = path.stem
+        if mod not in LAYERS:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                target = (node.module or "").split(".")[0]
+                if target in LAYERS:
+                    assert LAYERS.index(target) < LAYERS.index(mod), f"{mod} imports {target} (upward)"
+
+
+def test_cancelled_is_not_an_exception_and_errors_share_a_root():
+    assert not issubclass(coserve.Cancelled, Exception)
+    for name in [
+        "Destroyed",
+        "TooMany",
+        "Stopping",
+        "AlreadyArmed",
+        "NotOwner",
+        "ResourceBusy",
+        "AlreadyRunning",
+        "ForeignAwaitable",
+    ]:
+        assert issubclass(getattr(coserve, name), coserve.CoserveError)
