@@ -39,6 +39,13 @@ class Cancelled(BaseException):
 
     #: The timeout scope that caused this cancellation, or None for Task.cancel().
     _scope: object = None
+    #: The task that Task.cancel() was called on (the message is made from it only when shown).
+    _task: object = None
+
+    def __str__(self) -> str:
+        if not self.args and self._task is not None:
+            return f"task {self._task.name!r} was cancelled"  # type: ignore[attr-defined]
+        return super().__str__()
 
 
 class Destroyed(CoserveError):

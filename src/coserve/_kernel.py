@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import heapq
+import inspect
 import itertools
 import logging
 import os
@@ -132,8 +133,6 @@ class Task:
         self._pending: BaseException | None = None
         self._scopes: list[Any] | None = None
         self._joiners: list[Task] | None = None
-        self._result: Any = None
-        self._exception: BaseException | None = None
         self._on_done: Callable[[Task], None] | None = None
         self._watched = False
         self._sock: Any = None
@@ -169,7 +168,9 @@ class Task:
         """
         if self._state is DONE:
             return False
-        return get_kernel()._cancel_task(self, Cancelled(f"task {self.name!r} was cancelled"))
+        exc = Cancelled()
+        exc._task = self
+        return _K._cancel_task(self, exc)
 
     def result(self) -> Any:
         """The task's return value; raises its exception, or Cancelled, if it ended with one."""
@@ -214,7 +215,7 @@ class Task:
 class WaitQueue:
     """A FIFO of parked tasks, with O(1) removal on cancellation.
 
-    Each park appends a token ``[task, data]``; cancelling empties the token
+    Each park appends a token ``[task, data, queue]``; cancelling empties the token
     instead of searching the deque, and the dead tokens are skipped when the
     queue is woken (and swept when they are most of it).
     """
@@ -233,18 +234,11 @@ class WaitQueue:
         return await suspend(state, self, data)
 
     def _park(self, task: Task, data: Any) -> None:
-        token = [task, data]
+        token = [task, data, self]
         self._tokens.append(token)
         self._live += 1
-        task._undo = self._remove
+        task._undo = _remove_token
         task._undo_arg = token
-
-    def _remove(self, token: list[Any]) -> None:
-        token[0] = None
-        self._live -= 1
-        tokens = self._tokens
-        if len(tokens) > 64 and len(tokens) > 2 * self._live:
-            self._tokens = deque(t for t in tokens if t[0] is not None)
 
     def peek(self) -> Any:
         """The data the first live waiter parked with (raises IndexError if there is none)."""
@@ -282,6 +276,16 @@ class WaitQueue:
                 _K._wake_throw(task, exc_factory())
                 n += 1
         return n
+
+
+def _remove_token(token: list[Any]) -> None:
+    """The undo of a WaitQueue park: empty the token (O(1)); sweep when dead tokens dominate."""
+    token[0] = None
+    queue = token[2]
+    queue._live -= 1
+    tokens = queue._tokens
+    if len(tokens) > 64 and len(tokens) > 2 * queue._live:
+        queue._tokens = deque(t for t in tokens if t[0] is not None)
 
 
 class _Forever:
@@ -394,6 +398,12 @@ class Kernel:
         self._clock = clock
         self.time: Callable[[], float] = clock.time if clock is not None else time.monotonic
         self._traps = (self._trap_read, self._trap_write, self._trap_sleep, self._trap_suspend)
+        # Bound once: a wait stores one of these as its undo, and allocating a bound method per
+        # wait shows up in the benchmarks.
+        self._undo_read_b = self._undo_read
+        self._undo_write_b = self._undo_write
+        self._cancel_timer_b = self.cancel_timer
+        self._wake_sleeper_b = self._wake_sleeper
         self._threadsafe: deque[tuple[Callable[[Any], Any], Any]] = deque()
         self._thread_id = threading.get_ident()
         self._wake_fd = -1
@@ -403,7 +413,6 @@ class Kernel:
         self._exit_waiters = WaitQueue()
         self._idle_waiters = WaitQueue()
         self.servers: dict[Any, Callable[[], Any]] = {}  # server -> its close(); sockets layer fills it
-        self.timers: set[Any] = set()  # armed coserve.Timer objects
         self._stats: list[float] | None = None
         self.running = False
         self.errors_reported = 0
@@ -467,7 +476,7 @@ class Kernel:
             return
         entry[slot] = task
         task._state = state
-        task._undo = self._undo_read if slot == 0 else self._undo_write
+        task._undo = self._undo_read_b if slot == 0 else self._undo_write_b
         task._undo_arg = fd
         self._pending_io += 1
 
@@ -485,10 +494,10 @@ class Kernel:
             task._state = READY
             self._ready.append(task)
             return
-        entry = [self.time() + seconds, self._seq(), self._wake_sleeper, task]
+        entry = [self.time() + seconds, self._seq(), self._wake_sleeper_b, task]
         heapq.heappush(self._timers, entry)
         task._state = SLEEPING
-        task._undo = self.cancel_timer
+        task._undo = self._cancel_timer_b
         task._undo_arg = entry
 
     def _wake_sleeper(self, task: Task) -> None:
@@ -551,6 +560,10 @@ class Kernel:
                 timers[:] = [e for e in timers if e[2] is not None]
                 heapq.heapify(timers)
                 self._ntimers_dead = 0
+
+    def user_timers(self) -> list[Any]:
+        """The armed coserve.Timer objects (found on the heap: arming one costs no registry)."""
+        return [e[3] for e in self._timers if getattr(e[2], "user_timer", False)]
 
     def active_timers(self) -> int:
         """How many timer-heap entries are still to fire."""
@@ -806,7 +819,7 @@ class Kernel:
         if self._closed:
             raise CoserveError("this scheduler has finished; spawn from a new run()")
         coro = func(*args) if callable(func) else func
-        if type(coro) is not types.CoroutineType:
+        if type(coro) is not types.CoroutineType:  # the fast path is an 'async def' coroutine
             coro = _check_coroutine(func, coro)
         task = Task(coro, name, self._ids())
         self._tasks[task] = None
@@ -833,7 +846,7 @@ class Kernel:
         """Cancel every task and timer and close every server."""
         self.exiting = True
         self._close_servers()
-        for t in list(self.timers):
+        for t in self.user_timers():
             t.cancel()
         for task in list(self._tasks):
             self._cancel_task(task, Cancelled("cancelled by cancel_all()"))
@@ -880,6 +893,7 @@ class Kernel:
             except BaseException:
                 pass
         task._state = DONE
+        task._result = None
         task._exception = Cancelled("closed at shutdown")
         task._coro = None
         self._tasks.pop(task, None)
@@ -915,7 +929,7 @@ class Kernel:
                 for s, n in counts.items()
                 if s not in (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)
             },
-            "timers": len(self.timers),
+            "timers": len(self.user_timers()),
             "servers": len(self.servers),
             "exiting": self.exiting,
         }
@@ -947,6 +961,8 @@ def _depth(exc: BaseException) -> int:
 def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
     if isinstance(coro, Coroutine):
         return coro
+    if isinstance(coro, Generator) and coro.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE:
+        return coro  # type: ignore[return-value]  # a @types.coroutine generator, like coserve.sleep
     what = getattr(func, "__qualname__", repr(func))
     if isinstance(coro, Generator):
         raise TypeError(f"spawn() got a generator from {what}; coserve tasks are 'async def' functions")

@@ -19,11 +19,14 @@ result in time is never failed after the fact.
 from __future__ import annotations
 
 import math
+import types
+from collections.abc import Generator
 from types import TracebackType
+from typing import Any
 
 from . import _kernel
 from ._errors import Cancelled, CoserveError
-from ._kernel import FOREVER, SLEEPING, Task, sleep_trap, suspend
+from ._kernel import _SLEEP, FOREVER, SLEEPING, Task, suspend
 
 __all__ = ["TimeoutScope", "gettime", "move_on_after", "sleep", "sleep_forever", "timeout_after", "wakeup"]
 
@@ -41,18 +44,29 @@ def gettime() -> float:
     return k.time() if k is not None else _kernel.time.monotonic()
 
 
-async def sleep(seconds: float) -> float:
-    """Sleep for *seconds* and return the time actually slept.
+@types.coroutine
+def sleep(seconds: float) -> Generator[Any, Any, float]:
+    """Sleep for *seconds*, then return the time actually slept.
 
-    ``sleep(0)`` lets the other ready tasks run first. :func:`wakeup` ends a
-    sleep early.
+    ``sleep(0)`` lets the other ready tasks run first, and returns 0.0.
+    :func:`wakeup` ends a sleep early.
     """
+    # A generator-based coroutine: it yields the trap itself, saving a coroutine frame per sleep
+    # (sleep(0) is how tasks take turns, so this is a hot path).
     if not seconds >= 0:  # also refuses NaN
         raise ValueError(f"sleep() needs a number of seconds >= 0, got {seconds!r}")
-    k = _kernel_in_task("sleep()")
+    k = _kernel._K
+    if k is None or k._current is None:
+        _kernel_in_task("sleep()")
+    if not seconds:
+        yield _YIELD
+        return 0.0
     start = k.time()
-    await sleep_trap(seconds)
+    yield (_SLEEP, seconds)
     return k.time() - start
+
+
+_YIELD = (_SLEEP, 0)
 
 
 async def sleep_forever() -> None:

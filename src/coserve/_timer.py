@@ -11,11 +11,13 @@ burst.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from heapq import heappush
 from typing import Any
 
+from . import _kernel
 from ._errors import AlreadyArmed
-from ._kernel import Kernel, get_kernel
+from ._kernel import get_kernel
 
 __all__ = ["Timer", "timer"]
 
@@ -31,13 +33,12 @@ class Timer:
     """
 
     __slots__ = (
-        "_due",
         "_entry",
         "_kernel",
+        "_name",
         "callback",
         "delay",
         "initial_delay",
-        "name",
         "params",
         "recurring",
     )
@@ -54,7 +55,7 @@ class Timer:
     ) -> None:
         if not callable(callback):
             raise TypeError(f"a timer's callback must be callable, not {callback!r}")
-        if not delay >= 0 or (recurring and delay == 0):
+        if not delay >= 0 or (recurring and not delay):
             raise ValueError(f"a timer's delay must be >= 0 (> 0 when recurring), not {delay!r}")
         if initial_delay is not None and not initial_delay >= 0:
             raise ValueError(f"initial_delay must be >= 0, not {initial_delay!r}")
@@ -68,14 +69,17 @@ class Timer:
         self.initial_delay = initial_delay
         #: The value passed to the callback as its second argument.
         self.params = params
-        #: A name for logs and errors.
-        self.name = name or f"timer-{id(self):x}"
+        self._name = name
+        # The due time lives in the heap entry; _kernel is set by arm(), and read only when armed.
         self._entry: list[Any] | None = None
-        self._kernel: Kernel | None = None
-        self._due = 0.0
 
     def __repr__(self) -> str:
         return f"<coserve.Timer {self.name!r} {'armed' if self.armed else 'disarmed'}>"
+
+    @property
+    def name(self) -> str:
+        """The name given, or ``timer-<id>``; used for logs and for the task of an async callback."""
+        return self._name or f"timer-{id(self):x}"
 
     @property
     def armed(self) -> bool:
@@ -91,18 +95,15 @@ class Timer:
         if self._entry is not None:
             raise AlreadyArmed(f"timer {self.name!r} is already armed; cancel() it before arming again")
         if initial_delay is None:
-            initial_delay = self.initial_delay if self.initial_delay is not None else self.delay
+            initial_delay = self.delay if self.initial_delay is None else self.initial_delay
         elif not initial_delay >= 0:
             raise ValueError(f"initial_delay must be >= 0, not {initial_delay!r}")
-        k = get_kernel()
+        k = _kernel._K or get_kernel()
         self._kernel = k
-        self._schedule(k, k.time() + initial_delay)
+        # The entry calls the plain function _fire(timer): no bound method per arm.
+        entry = self._entry = [k.time() + initial_delay, k._seq(), _fire, self]
+        heappush(k._timers, entry)
         return self
-
-    def _schedule(self, k: Kernel, due: float) -> None:
-        self._due = due
-        self._entry = k.call_at(due, self._fire)
-        k.timers.add(self)
 
     def cancel(self) -> bool:
         """Disarm the timer; False if it was not armed."""
@@ -110,30 +111,31 @@ class Timer:
         if entry is None:
             return False
         self._entry = None
-        k = self._kernel
-        assert k is not None
-        k.cancel_timer(entry)
-        k.timers.discard(self)
+        self._kernel.cancel_timer(entry)
         return True
 
-    def _fire(self, _arg: Any) -> None:
-        k = self._kernel
-        assert k is not None
-        self._entry = None
-        if self.recurring:
-            due = self._due + self.delay
-            now = k.time()
-            if due <= now:
-                due = now + self.delay
-            self._schedule(k, due)
-        else:
-            k.timers.discard(self)
-        try:
-            result = self.callback(self, self.params)
-            if hasattr(result, "__await__") and hasattr(result, "send"):
-                k.spawn(result, (), self.name)
-        except Exception as e:
-            k.report(e, None)
+
+def _fire(t: Timer) -> None:
+    k = t._kernel
+    fired = t._entry
+    t._entry = None
+    if t.recurring:
+        due = fired[0] + t.delay  # type: ignore[index]
+        now = k.time()
+        if due <= now:  # the loop fell behind: skip ahead rather than fire in a burst
+            due = now + t.delay
+        entry = t._entry = [due, k._seq(), _fire, t]
+        heappush(k._timers, entry)
+    try:
+        result = t.callback(t, t.params)
+        if result is not None and isinstance(result, Coroutine):
+            k.spawn(result, (), t.name)
+    except Exception as e:
+        k.report(e, None)
+
+
+#: Marks the timer-heap entries that are coserve.Timer objects (see Kernel.user_timers).
+_fire.user_timer = True  # type: ignore[attr-defined]
 
 
 def timer(
