@@ -469,69 +469,156 @@ def measure_one(name: str, impl: str, n: int) -> float | None:
     return m.value
 
 
+def run_child(bench: str, impl: str, n: int, cpu: int | None, timeout: float, callgrind: bool = False):
+    """Run one measurement in a fresh process; returns its value, or the string "timeout"."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", bench, impl, "--scale", str(n)]
+    if cpu is not None:
+        cmd += ["--cpu", str(cpu)]
+    if callgrind:
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    if callgrind:
+        for line in proc.stderr.splitlines():
+            if "Collected :" in line:
+                return int(line.rsplit(":", 1)[1])
+        raise RuntimeError(f"no instruction count from callgrind: {proc.stderr[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cpu_mode(benches, impls, args):
+    """Median CPU time (or memory) over interleaved rounds; a peer over --timeout is marked so."""
+    samples: dict[str, dict[str, list]] = {b: {i: [] for i in impls} for b in benches}
+    for r in range(args.rounds):
+        for b in benches:
+            for i in impls:
+                if "timeout" in samples[b][i]:
+                    continue
+                value = run_child(b, i, args.scale, args.cpu, args.timeout)
+                if value is not None:
+                    samples[b][i].append(value)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    results = {}
+    for b, per in samples.items():
+        results[b] = {}
+        for i, v in per.items():
+            if "timeout" in v:
+                results[b][i] = f">{args.timeout:g}s"
+            elif v:
+                results[b][i] = statistics.median(v)
+    return results, samples
+
+
+def instructions_mode(benches, impls, args):
+    """Instructions per item from callgrind (whole process at N, minus the same at N=0).
+
+    Deterministic: the figure does not move with the load of a shared machine.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(b, i) for b in benches if b != "memory" for i in impls]
+    results: dict[str, dict[str, object]] = {b: {} for b in benches if b != "memory"}
+
+    def one(job):
+        b, i = job
+        full = run_child(b, i, args.scale, None, args.timeout, callgrind=True)
+        base = run_child(b, i, 0, None, args.timeout, callgrind=True)
+        if full == "timeout" or base == "timeout":
+            return b, i, f">{args.timeout:g}s"
+        # A benchmark a peer cannot express (trio/curio timers) measures nothing: report n/a.
+        if full - base < args.scale * 50:
+            return b, i, None
+        return b, i, (full - base) / args.scale
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for b, i, v in pool.map(one, jobs):
+            if v is not None:
+                results[b][i] = v
+            print(f"{b} {i}: {v}", file=sys.stderr)
+    return results, {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["cpu", "instructions"], default="cpu")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--scale", type=int, default=100_000, help="N (default 100000)")
+    ap.add_argument("--scale", type=int, default=None, help="N (default 100000; 10000 for instructions)")
     ap.add_argument("--only", help="comma-separated benchmarks")
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--cpu", type=int, default=0, help="the CPU to pin each measurement to")
+    ap.add_argument("--timeout", type=float, default=None, help="cap per measurement (s)")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--one", nargs=2, metavar=("BENCH", "IMPL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scale is None:
+        args.scale = 10_000 if args.mode == "instructions" else 100_000
+    if args.timeout is None:
+        args.timeout = 600.0 if args.mode == "instructions" else 30.0
 
     if args.one:
-        os.sched_setaffinity(0, {args.cpu})
+        if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {args.cpu})
         print(json.dumps(measure_one(args.one[0], args.one[1], args.scale)))
         return
 
     benches = args.only.split(",") if args.only else BENCHES
     impls = args.impls.split(",")
-    samples: dict[str, dict[str, list[float]]] = {b: {i: [] for i in impls} for b in benches}
-    for r in range(args.rounds):
-        for b in benches:
-            for i in impls:
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    b,
-                    i,
-                    "--scale",
-                    str(args.scale),
-                    "--cpu",
-                    str(args.cpu),
-                ]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                value = json.loads(out.strip().splitlines()[-1])
-                if value is not None:
-                    samples[b][i].append(value)
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-
-    results = {b: {i: statistics.median(v) for i, v in per.items() if v} for b, per in samples.items()}
-    table = format_table(results, impls)
-    print(table)
+    run = cpu_mode if args.mode == "cpu" else instructions_mode
+    results, samples = run(benches, impls, args)
+    print(format_table(results, impls, args.mode))
     if args.out:
         meta = {
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "command": "python " + " ".join(sys.argv),
+            "mode": args.mode,
             "python": sys.version.split()[0],
-            "rounds": args.rounds,
+            "rounds": args.rounds if args.mode == "cpu" else 1,
             "n": args.scale,
             "date": time.strftime("%Y-%m-%d"),
+            "versions": versions(),
         }
         with open(args.out, "w") as f:
             json.dump({"meta": meta, "results": results, "samples": samples}, f, indent=1)
 
 
-def format_table(results: dict[str, dict[str, float]], impls: list[str]) -> str:
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("coserve", "uvloop", "trio", "curio"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def format_table(results, impls: list[str], mode: str = "cpu") -> str:
+    """A Markdown table: the figures, then each peer's ratio to coserve (above 1: coserve is better)."""
     head = "| benchmark | " + " | ".join(impls) + " | " + " | ".join(f"{i}/coserve" for i in impls[1:]) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(impls) - 1)]
+    lines = [head, "|" + "---|" * (2 * len(impls))]
     for b, per in results.items():
-        unit = UNITS.get(b, "ms")
-        scale = 1 if unit != "ms" else 1000
-        cells = [f"{per[i] * scale:.0f}" if i in per else "n/a" for i in impls]
+        if mode == "instructions":
+            unit, scale, fmt = "instructions/item", 1, "{:.0f}"
+        elif b == "memory":
+            unit, scale, fmt = "bytes/task", 1, "{:.0f}"
+        else:
+            unit, scale, fmt = "ms", 1000, "{:.0f}"
+        cells = []
+        for i in impls:
+            v = per.get(i)
+            cells.append("n/a" if v is None else v if isinstance(v, str) else fmt.format(v * scale))
         base = per.get("coserve")
-        ratios = [f"{per[i] / base:.2f}" if i in per and base else "n/a" for i in impls[1:]]
+        ratios = []
+        for i in impls[1:]:
+            v = per.get(i)
+            if v is None or not isinstance(base, (int, float)):
+                ratios.append("n/a")
+            elif isinstance(v, str):
+                ratios.append(v.replace(">", "&gt;"))
+            else:
+                ratios.append(f"{v / base:.2f}")
         lines.append(f"| {b} ({unit}) | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 

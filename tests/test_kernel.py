@@ -643,3 +643,69 @@ def test_wait_all_tasks_blocked_runs_everyone_else_first():
 
     coserve.run(main)
     assert trace[-1] == "all blocked" and len(trace) == 7
+
+
+# --- when an error counts as uncaught ----------------------------------------------------
+
+
+def test_error_of_a_task_awaited_later_is_not_reported(errors):
+    async def bad():
+        raise ValueError("handled later")
+
+    async def main():
+        t = coserve.spawn(bad)
+        await coserve.sleep(0)
+        await coserve.sleep(0)  # bad has ended; nobody has looked yet
+        assert t.done()
+        with pytest.raises(ValueError):
+            await t
+
+    coserve.run(main)
+    assert errors == []
+
+
+def test_error_of_a_kept_task_is_reported_when_it_is_dropped(errors):
+    kept = []
+
+    async def bad():
+        raise ValueError("never looked at")
+
+    async def main():
+        kept.append(coserve.spawn(bad))
+        await coserve.sleep(0)
+        await coserve.sleep(0)
+        assert errors == []  # still retrievable
+        kept.clear()
+        await coserve.sleep(0)  # the report is delivered at the next pass
+
+    coserve.run(main)
+    assert [str(e) for e, _ in errors] == ["never looked at"]
+
+
+def test_error_of_a_task_in_a_reference_cycle_is_reported_by_the_end_of_run(errors):
+    async def bad():
+        me = coserve.current_task()  # the frame now refers to its own task: a cycle
+        raise ValueError(me.name)
+
+    coserve.spawn(bad, name="cyclic")
+    coserve.run()
+    assert [(str(e), n) for e, n in errors] == [("cyclic", "cyclic")]
+
+
+def test_traceback_starts_in_the_task_not_in_the_kernel():
+    async def bad():
+        raise ValueError("x")
+
+    async def main():
+        t = coserve.spawn(bad)
+        try:
+            await t
+        except ValueError as e:
+            return e.__traceback__
+
+    tb = coserve.run(main)
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert "_run_ready" not in frames and frames[-1] == "bad"

@@ -72,6 +72,13 @@ def test_uncaught_task_error_makes_the_exit_status_nonzero(tmp_path):
     assert "ValueError: oops" in r.stderr and "task-1" in r.stderr
 
 
+def test_error_of_a_task_the_script_kept_still_counts(tmp_path):
+    path = tmp_path / "kept.py"
+    path.write_text("import coserve\nasync def bad():\n    raise KeyError('kept')\nT = coserve.spawn(bad)\n")
+    r = _run(sys.executable, "-m", "coserve", str(path))
+    assert r.returncode == 1 and "KeyError: 'kept'" in r.stderr
+
+
 def test_script_error_makes_the_exit_status_nonzero(tmp_path):
     path = tmp_path / "broken.py"
     path.write_text("raise SystemExit(3)\n")

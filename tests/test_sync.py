@@ -432,7 +432,7 @@ def test_queue_workers_and_finish_waits_for_them():
     async def main():
         w1 = q.add_worker(slow)
         w2 = q.add_worker(lambda item: done.append(("sync", item)))
-        assert q.workers == {w1, w2} and w1.name == "jobs:worker"
+        assert q.workers == {w1, w2} and (w1.name, w2.name) == ("jobs:worker-1", "jobs:worker-2")
         for i in range(4):
             q.push(i)
         await q.finish()

@@ -14,6 +14,7 @@ nobody caught, 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import gc
 import runpy
 import sys
 import traceback
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         _kernel.drop_kernel(kernel)
         traceback.print_exc()
         return 1
+    # Tasks the script still referenced are released with its globals: their errors count too.
+    gc.collect()
     return 1 if kernel.errors_reported else 0
 
 

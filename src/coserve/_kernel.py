@@ -43,6 +43,7 @@ request does not grow the heap without bound.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import heapq
 import inspect
 import itertools
@@ -176,6 +177,8 @@ class Task:
         """The task's return value; raises its exception, or Cancelled, if it ended with one."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
+        if type(self) is _UnretrievedTask:
+            self._retrieved()  # its error is delivered here: nothing left to report
         if self._exception is not None:
             if isinstance(self._exception, Cancelled):
                 raise Cancelled(f"task {self.name!r} was cancelled")
@@ -186,6 +189,8 @@ class Task:
         """The exception the task ended with, or None; raises if it has not ended."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
+        if type(self) is _UnretrievedTask:
+            self._retrieved()
         return self._exception
 
     def __await__(self) -> Generator[Any, Any, Any]:
@@ -207,6 +212,40 @@ class Task:
     def _unjoin(self, waiter: Task) -> None:
         if self._joiners is not None:
             self._joiners.remove(waiter)
+
+
+class _UnretrievedTask(Task):
+    """A task that ended with an error nobody has received yet.
+
+    An error is reported to the error handler only when it is clear that
+    nobody will receive it: when the task object is released without
+    ``await``, ``result()`` or ``exception()`` having been called (asyncio's
+    "exception was never retrieved"). A fire-and-forget task is released as
+    soon as it ends, so its error is reported at once, as Copas does; one whose
+    ``Task`` is kept and awaited later is not reported at all. Only failed tasks
+    switch to this class (same slots, so the switch is allowed), which keeps
+    the finalizer off the spawn path. A finished task's ``_value`` holds the
+    kernel that reports.
+    """
+
+    __slots__ = ()
+
+    def _retrieved(self) -> None:
+        self._value._unretrieved -= 1
+        self.__class__ = Task
+
+    def __del__(self) -> None:
+        # A finalizer can run at any allocation (inside the cyclic GC): do nothing here but
+        # hand the report to the loop, which delivers it at its next pass.
+        k = self._value
+        k._unretrieved -= 1
+        if k._closed:
+            try:
+                k.report(self._exception, self)
+            except Exception:  # noqa: S110 - interpreter shutdown: nothing left to report to
+                pass
+        else:
+            k._threadsafe.append((k._report_task, self))
 
 
 # --- wait queues: what every primitive parks on -----------------------------
@@ -416,6 +455,7 @@ class Kernel:
         self._stats: list[float] | None = None
         self.running = False
         self.errors_reported = 0
+        self._unretrieved = 0  # failed tasks whose error nobody has received yet
         self._wind_down_rounds = 0
         self._closed = False
 
@@ -764,7 +804,12 @@ class Kernel:
             except StopIteration as e:
                 self._finish(task, e.value, None)
             except BaseException as e:
+                # The traceback's first entry is this frame, whose locals hold the task: drop it,
+                # or every failed task would sit in a reference cycle until the cyclic GC runs
+                # (and users would see a kernel frame on top of their own).
+                e.__traceback__ = e.__traceback__.tb_next if e.__traceback__ else None
                 self._finish(task, None, e)
+                del e
             else:
                 task._value = None
                 if task._pending is None:
@@ -801,7 +846,12 @@ class Kernel:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise exc
             if not (joiners or task._watched or isinstance(exc, Cancelled)):
-                self.report(exc, task)
+                task._value = self
+                task.__class__ = _UnretrievedTask
+                self._unretrieved += 1
+
+    def _report_task(self, task: Task) -> None:
+        self.report(task._exception, task)  # type: ignore[arg-type]
 
     def report(self, exc: BaseException, task: Task | None) -> None:
         """Hand an error nobody caught to the error handler (the task's own, or the default)."""
@@ -907,6 +957,9 @@ class Kernel:
             self._close_task(task)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._unretrieved:
+            gc.collect()  # failed tasks kept alive only by a reference cycle: report them now
+        self._run_threadsafe()  # deliver reports handed over by finalizers
         if self._wake_fd >= 0:
             os.close(self._wake_fd)
             if not _HAVE_EVENTFD:  # pragma: no cover

@@ -357,6 +357,7 @@ class Queue:
         self._workers: set[Task] = set()
         self._stopping = False
         self._destroyed = False
+        self._nworkers = 0
 
     def __repr__(self) -> str:
         return f"<coserve.Queue {self.name!r} size={len(self._items)} workers={len(self._workers)}>"
@@ -452,7 +453,8 @@ class Queue:
                 except Exception as e:
                     k.report(e, k._current)
 
-        task = k.spawn(worker, (), f"{self.name}:worker")
+        self._nworkers += 1
+        task = k.spawn(worker, (), f"{self.name}:worker-{self._nworkers}")
         self._workers.add(task)
         task._on_done = self._workers.discard
         return task

@@ -1,0 +1,52 @@
+"""The examples run, and do what their text says."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+
+
+def _run(*args):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=EXAMPLES.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    return r.stdout.splitlines()
+
+
+def test_demo_serves_every_order_and_ends_by_itself():
+    lines = _run(sys.executable, "examples/demo.py")
+    assert any("supplier took too long" in line for line in lines)
+    assert any("status:" in line for line in lines)
+    assert lines[-1].endswith("books: 6 dishes: bread, cake, pie, soup, stew, tart")
+    bakes = [line for line in lines if " bakes " in line]
+    assert len(bakes) == 6 and len({line.split()[1] for line in bakes}) == 3  # three cooks shared the oven
+
+
+def test_hello_timer_under_the_runtime_command():
+    assert _run("coserve", "examples/hello_timer.py") == [f"hello world {n}" for n in range(1, 6)]
+
+
+def test_foreign_loop():
+    lines = _run(sys.executable, "examples/foreign_loop.py")
+    assert sorted(lines[:-1]) == ["a round 0", "a round 1", "b round 0", "b round 1", "b round 2"]
+    assert lines[-1].startswith("done after")
+
+
+def test_callbacks():
+    assert _run(sys.executable, "examples/callbacks.py") == [
+        "callback gave 'COSERVE' (7 letters)",
+        f"thread computed {sum(b'COSERVE') % 251}",
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_is_tested(path):
+    tested = {"demo.py", "hello_timer.py", "foreign_loop.py", "callbacks.py"}
+    assert path in tested, f"examples/{path} has no test in tests/test_examples.py"
