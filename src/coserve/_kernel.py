@@ -242,7 +242,7 @@ class _UnretrievedTask(Task):
         if k._closed:
             try:
                 k.report(self._exception, self)
-            except Exception:  # noqa: S110 - interpreter shutdown: nothing left to report to
+            except Exception:
                 pass
         else:
             k._threadsafe.append((k._report_task, self))
