@@ -74,7 +74,7 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
         try:
             k.cancel_all()
             k.run_until_done()
-        except BaseException:
+        except BaseException:  # the first error is the one to raise
             pass
         raise
     finally:

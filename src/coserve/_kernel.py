@@ -242,7 +242,7 @@ class _UnretrievedTask(Task):
         if k._closed:
             try:
                 k.report(self._exception, self)
-            except Exception:
+            except Exception:  # interpreter shutdown: nothing left to report to
                 pass
         else:
             k._threadsafe.append((k._report_task, self))
@@ -940,7 +940,7 @@ class Kernel:
         if coro is not None:
             try:
                 coro.close()
-            except BaseException:
+            except BaseException:  # a task refusing to close cannot stop the shutdown
                 pass
         task._state = DONE
         task._result = None
