@@ -732,6 +732,7 @@ class Kernel:
                         pass
                 continue
             stale = 0
+            # The two directions are written out (not looped over): this is the hottest loop.
             if ev & RD_EVENTS:
                 task = entry[0]
                 if task is not None:
