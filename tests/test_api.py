@@ -64,7 +64,19 @@ def test_core_uses_the_standard_library_only():
                 assert top in sys.stdlib_module_names or top == "coserve", f"{path.name} imports {n}"
 
 
-LAYERS = ["_errors", "_poller", "_kernel", "_time", "_timer", "_sync", "_taskgroup", "_threads", "_api"]
+LAYERS = [
+    "_errors",
+    "_poller",
+    "_kernel",
+    "_time",
+    "_timer",
+    "_sync",
+    "_taskgroup",
+    "_threads",
+    "_socket",
+    "_server",
+    "_api",
+]
 
 
 def test_layers_import_downward_only():

@@ -3,7 +3,8 @@
 Handlers that read like blocking code (Copas's simplicity), on a small, fast
 kernel of coserve's own. The public names live here; the modules behind them
 are private and layered: ``_kernel`` (loop, tasks, traps) <- ``_time``,
-``_timer`` <- ``_sync``, ``_taskgroup``, ``_threads`` <- ``_api``.
+``_timer`` <- ``_sync``, ``_taskgroup``, ``_threads`` <- ``_socket`` <- ``_server``;
+``_api`` (the scheduler's controls) sits on ``_kernel``.
 """
 
 from ._api import (
@@ -25,15 +26,21 @@ from ._errors import (
     AlreadyArmed,
     AlreadyRunning,
     Cancelled,
+    ConnectionClosed,
     CoserveError,
+    DatagramTooLarge,
     Destroyed,
     ForeignAwaitable,
+    LineTooLong,
     NotOwner,
     ResourceBusy,
+    SocketClosed,
     Stopping,
     TooMany,
 )
 from ._kernel import Task
+from ._server import Server, add_server, remove_server, serve_tcp, serve_udp, serve_unix
+from ._socket import Socket, connect, connect_unix, handler, open_udp, wrap
 from ._sync import Condition, Event, Lock, Queue, Semaphore
 from ._taskgroup import TaskGroup
 from ._threads import from_callback, run_in_thread
@@ -47,22 +54,31 @@ __all__ = [
     "AlreadyRunning",
     "Cancelled",
     "Condition",
+    "ConnectionClosed",
     "CoserveError",
+    "DatagramTooLarge",
     "Destroyed",
     "Event",
     "ForeignAwaitable",
+    "LineTooLong",
     "Lock",
     "NotOwner",
     "Queue",
     "ResourceBusy",
     "Semaphore",
+    "Server",
+    "Socket",
+    "SocketClosed",
     "Stopping",
     "Task",
     "TaskGroup",
     "TimeoutScope",
     "Timer",
     "TooMany",
+    "add_server",
     "cancel_all",
+    "connect",
+    "connect_unix",
     "current_task",
     "exit",
     "exiting",
@@ -70,10 +86,16 @@ __all__ = [
     "from_callback",
     "get_error_handler",
     "gettime",
+    "handler",
     "is_running",
     "move_on_after",
+    "open_udp",
+    "remove_server",
     "run",
     "run_in_thread",
+    "serve_tcp",
+    "serve_udp",
+    "serve_unix",
     "set_error_handler",
     "sleep",
     "sleep_forever",
@@ -84,4 +106,5 @@ __all__ = [
     "timer",
     "wait_for_exit",
     "wakeup",
+    "wrap",
 ]

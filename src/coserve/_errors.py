@@ -14,11 +14,15 @@ __all__ = [
     "AlreadyArmed",
     "AlreadyRunning",
     "Cancelled",
+    "ConnectionClosed",
     "CoserveError",
+    "DatagramTooLarge",
     "Destroyed",
     "ForeignAwaitable",
+    "LineTooLong",
     "NotOwner",
     "ResourceBusy",
+    "SocketClosed",
     "Stopping",
     "TooMany",
 ]
@@ -78,3 +82,34 @@ class AlreadyRunning(CoserveError, RuntimeError):
 
 class ForeignAwaitable(CoserveError, TypeError):
     """A coserve task awaited an object from another event loop (an asyncio future, say)."""
+
+
+class ConnectionClosed(CoserveError, ConnectionError):
+    """The peer closed the connection before the receive pattern was complete.
+
+    ``partial`` holds what did arrive (the prefix included), so no data is lost.
+    """
+
+    def __init__(self, partial: bytes, message: str = "the peer closed the connection") -> None:
+        super().__init__(f"{message} ({len(partial)} bytes arrived before it did)")
+        #: The bytes that arrived before the connection closed.
+        self.partial = partial
+
+
+class SocketClosed(CoserveError):
+    """The socket was closed by this program (perhaps while another task was waiting on it)."""
+
+
+class LineTooLong(CoserveError, ValueError):
+    """A ``receive("*l")`` line grew past the socket's ``max_line`` without an end of line."""
+
+
+class DatagramTooLarge(CoserveError, ValueError):
+    """A datagram was larger than the ``max`` given to ``receive_from``; ``data`` holds its first bytes."""
+
+    def __init__(self, data: bytes, addr: object, limit: int) -> None:
+        super().__init__(f"a datagram from {addr!r} was larger than {limit} bytes; raise the limit")
+        #: The first *limit* bytes of the datagram.
+        self.data = data
+        #: The sender's address.
+        self.addr = addr

@@ -81,15 +81,19 @@ DONE = "done"
 
 
 @types.coroutine
-def wait_readable(fd: int) -> Generator[Any, Any, None]:
-    """Park the current task until *fd* is readable (or has an error or hang-up)."""
-    yield (_READ, fd)
+def wait_readable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
+    """Park the current task until *fd* is readable (or has an error or hang-up).
+
+    With *timeout*, raise :class:`TimeoutError` if that takes longer (the
+    per-operation socket timeouts; cheaper than a timeout scope per wait).
+    """
+    yield (_READ, fd, timeout)
 
 
 @types.coroutine
-def wait_writable(fd: int) -> Generator[Any, Any, None]:
-    """Park the current task until *fd* is writable (or has an error or hang-up)."""
-    yield (_WRITE, fd)
+def wait_writable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
+    """Park the current task until *fd* is writable (or has an error or hang-up); see wait_readable."""
+    yield (_WRITE, fd, timeout)
 
 
 @types.coroutine
@@ -118,7 +122,8 @@ class Task:
     """
 
     __slots__ = (
-        "_coro", "_error_handler", "_exception", "_joiners", "_name", "_on_done", "_pending", "_result",
+        "_coro", "_error_handler", "_exception", "_io_timer", "_joiners", "_name", "_on_done", "_pending",
+        "_result",
         "_scopes", "_sock", "_state", "_throw", "_undo", "_undo_arg", "_value", "_watched", "id",
     )  # fmt: skip
 
@@ -131,6 +136,7 @@ class Task:
         self._value: Any = None
         self._throw: BaseException | None = None
         self._undo: Callable[[Any], None] | None = None
+        self._io_timer: list[Any] | None = None  # the timeout entry of a timed fd wait
         self._pending: BaseException | None = None
         self._scopes: list[Any] | None = None
         self._joiners: list[Task] | None = None
@@ -268,9 +274,10 @@ class WaitQueue:
     def __len__(self) -> int:
         return self._live
 
-    async def wait(self, state: str = WAITING, data: Any = None) -> Any:
-        """Park the current task here until woken; returns the value it is woken with."""
-        return await suspend(state, self, data)
+    @types.coroutine
+    def wait(self, state: str = WAITING, data: Any = None) -> Generator[Any, Any, Any]:
+        """Park the current task here until woken (``await queue.wait()``); returns the wake value."""
+        return (yield (_SUSPEND, state, self, data))  # the trap itself: no extra frame per park
 
     def _park(self, task: Task, data: Any) -> None:
         token = [task, data, self]
@@ -443,6 +450,7 @@ class Kernel:
         self._undo_write_b = self._undo_write
         self._cancel_timer_b = self.cancel_timer
         self._wake_sleeper_b = self._wake_sleeper
+        self._fd_timeout_b = self._fd_timeout
         self._threadsafe: deque[tuple[Callable[[Any], Any], Any]] = deque()
         self._thread_id = threading.get_ident()
         self._wake_fd = -1
@@ -491,12 +499,12 @@ class Kernel:
     # -- traps ------------------------------------------------------------------
 
     def _trap_read(self, task: Task, trap: tuple[Any, ...]) -> None:
-        self._wait_fd(task, trap[1], 0, IN, READING)
+        self._wait_fd(task, trap[1], 0, IN, READING, trap[2])
 
     def _trap_write(self, task: Task, trap: tuple[Any, ...]) -> None:
-        self._wait_fd(task, trap[1], 1, OUT, WRITING)
+        self._wait_fd(task, trap[1], 1, OUT, WRITING, trap[2])
 
-    def _wait_fd(self, task: Task, fd: int, slot: int, bit: int, state: str) -> None:
+    def _wait_fd(self, task: Task, fd: int, slot: int, bit: int, state: str, timeout: float | None) -> None:
         entry = self._fds.get(fd)
         try:
             if entry is None:
@@ -519,14 +527,31 @@ class Kernel:
         task._undo = self._undo_read_b if slot == 0 else self._undo_write_b
         task._undo_arg = fd
         self._pending_io += 1
+        if timeout is not None:
+            task._io_timer = self.call_at(self.time() + timeout, self._fd_timeout_b, task)
+
+    def _fd_timeout(self, task: Task) -> None:
+        task._io_timer = None
+        undo = task._undo
+        if undo is not None:
+            task._undo = None
+            undo(task._undo_arg)
+            self._wake_throw(task, TimeoutError("timed out waiting for the socket"))
 
     def _undo_read(self, fd: int) -> None:
-        self._fds[fd][0] = None
-        self._pending_io -= 1
+        self._undo_fd(fd, 0)
 
     def _undo_write(self, fd: int) -> None:
-        self._fds[fd][1] = None
+        self._undo_fd(fd, 1)
+
+    def _undo_fd(self, fd: int, slot: int) -> None:
+        entry = self._fds[fd]
+        task = entry[slot]
+        entry[slot] = None
         self._pending_io -= 1
+        if task._io_timer is not None:
+            self.cancel_timer(task._io_timer)
+            task._io_timer = None
 
     def _trap_sleep(self, task: Task, trap: tuple[Any, ...]) -> None:
         seconds = trap[1]
@@ -575,6 +600,9 @@ class Kernel:
         for task in entry[:2]:
             if task is not None:
                 self._pending_io -= 1
+                if task._io_timer is not None:
+                    self.cancel_timer(task._io_timer)
+                    task._io_timer = None
                 self._wake_throw(task, exc_factory() if exc_factory else OSError(f"fd {fd} was closed"))
         try:
             self._poller.unregister(fd)
@@ -741,6 +769,9 @@ class Kernel:
                     task._state = READY
                     ready.append(task)
                     woken += 1
+                    if task._io_timer is not None:
+                        self.cancel_timer(task._io_timer)
+                        task._io_timer = None
                 elif entry[2] & IN:
                     stale = IN
             if ev & WR_EVENTS:
@@ -751,6 +782,9 @@ class Kernel:
                     task._state = READY
                     ready.append(task)
                     woken += 1
+                    if task._io_timer is not None:
+                        self.cancel_timer(task._io_timer)
+                        task._io_timer = None
                 elif entry[2] & OUT:
                     stale |= OUT
             if stale:

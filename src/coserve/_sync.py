@@ -39,10 +39,12 @@ def _current(what: str) -> Task:
     return task
 
 
-async def _park(waiters: WaitQueue, timeout: float | None, data: Any = None) -> Any:
-    """Wait in *waiters*, for at most *timeout* seconds (None: no limit; <= 0: fail at once)."""
-    if timeout is None:
-        return await waiters.wait(WAITING, data)
+async def _park_timed(waiters: WaitQueue, timeout: float, data: Any = None) -> Any:
+    """Wait in *waiters* for at most *timeout* seconds (<= 0: fail at once).
+
+    Without a timeout, callers await ``waiters.wait()`` directly: that is the
+    common case, and a frame less.
+    """
     if timeout <= 0:
         raise TimeoutError("not available, and the timeout is 0")
     async with timeout_after(timeout):
@@ -101,7 +103,10 @@ class Lock(_AsyncContext):
         Raises :class:`TimeoutError` after *timeout* (default: the lock's), and
         :class:`coserve.Destroyed` if the lock is or gets destroyed.
         """
-        task = _current("Lock.acquire()")
+        k = _kernel._K
+        task = k._current if k is not None else None
+        if task is None:
+            _current("Lock.acquire()")
         if self._destroyed:
             raise Destroyed("the lock was destroyed")
         owner = self._owner
@@ -112,9 +117,13 @@ class Lock(_AsyncContext):
         if owner is task and self.reentrant:
             self._count += 1
             return 0.0
-        k = _kernel._K
+        if timeout is _DEFAULT:
+            timeout = self.timeout
         start = k.time()
-        await _park(self._waiters, self.timeout if timeout is _DEFAULT else timeout)
+        if timeout is None:
+            await self._waiters.wait(WAITING)
+        else:
+            await _park_timed(self._waiters, timeout)
         return k.time() - start
 
     def release(self) -> None:
@@ -131,6 +140,10 @@ class Lock(_AsyncContext):
             return
         self._owner = self._waiters.wake_one(0.0)
         self._count = 1 if self._owner is not None else 0
+
+    # ``async with lock:`` awaits acquire itself (a frame less than an __aenter__ calling it);
+    # like asyncio's, ``async with lock as x`` does not bind the lock (here: the seconds waited).
+    __aenter__ = acquire
 
     def destroy(self) -> None:
         """Destroy the lock: its waiters, and any later use, raise :class:`coserve.Destroyed`."""
@@ -195,8 +208,13 @@ class Semaphore:
             return 0.0
         k = _kernel._K
         start = k.time()
+        if timeout is _DEFAULT:
+            timeout = self.timeout
         try:
-            await _park(self._waiters, self.timeout if timeout is _DEFAULT else timeout, n)
+            if timeout is None:
+                await self._waiters.wait(WAITING, n)
+            else:
+                await _park_timed(self._waiters, timeout, n)
         except BaseException:
             self._dispatch()  # this waiter may have been holding back smaller requests behind it
             raise
@@ -399,7 +417,9 @@ class Queue:
         if self._stopping:
             raise Stopping(f"queue {self.name!r} is stopped and empty")
         _current("Queue.pop()")
-        return await _park(self._getters, timeout)
+        if timeout is None:
+            return await self._getters.wait(WAITING)
+        return await _park_timed(self._getters, timeout)
 
     def stop(self) -> None:
         """Take no more items; once empty, :meth:`pop` raises :class:`coserve.Stopping` and workers end."""

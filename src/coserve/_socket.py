@@ -1,0 +1,623 @@
+"""Sockets that read like blocking code: Copas's ``receive``/``send`` on coserve's kernel.
+
+A :class:`Socket` wraps a non-blocking ``socket.socket`` (or ``ssl.SSLSocket``).
+Every operation goes through one helper, :meth:`Socket._io`, that tries the
+system call and, when it would block, parks the task on the kernel until the
+socket is ready: *try the syscall, then wait*, written once. TLS's
+"want read"/"want write" are the same two waits.
+
+Timeouts are per operation and restart whenever the operation makes progress
+(Copas's semantics): each wait for readiness may last the whole timeout, so a
+``receive("*a")`` that keeps receiving never times out, and one that stalls
+does. The timeout is part of the kernel's fd wait (no timeout scope per wait).
+
+Two performance choices:
+
+- After a plain socket's ``recv`` returned less than it asked for, the socket
+  is almost certainly drained, so the next receive waits for readability
+  *first* instead of making a ``recv`` that fails with EAGAIN (and costs a
+  Python exception). epoll is level-triggered, so if data did arrive
+  meanwhile the wait ends at once. TLS sockets never do this: the TLS library
+  may hold decrypted bytes that epoll cannot see.
+- A task whose socket always has data never has to wait, and would starve the
+  others; so after 16 operations in a row without a wait, an operation yields
+  (Copas's "starve" rule).
+
+Received bytes that a pattern did not consume stay in the socket's buffer, so
+a receive that timed out or failed loses nothing: the next one sees them.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import ssl as _ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import _kernel
+from ._errors import ConnectionClosed, CoserveError, DatagramTooLarge, LineTooLong, SocketClosed
+from ._kernel import wait_readable, wait_writable
+from ._sync import Event
+from ._threads import run_in_thread
+from ._time import move_on_after, sleep, timeout_after
+
+__all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
+
+_KEEP: Any = object()
+_STREAK = 16  # operations in a row without waiting before one yields
+_SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # a vanished peer is an error, never a SIGPIPE
+
+
+def _closed_error() -> SocketClosed:
+    return SocketClosed("the socket was closed while this task was waiting on it")
+
+
+def make_ssl_context(ssl: Any, server_side: bool) -> _ssl.SSLContext:
+    """``True`` means the system's default context (verifying); an SSLContext is used as given."""
+    if isinstance(ssl, _ssl.SSLContext):
+        return ssl
+    if ssl is True:
+        if server_side:
+            raise ValueError("a TLS server needs an ssl.SSLContext with its certificate, not ssl=True")
+        return _ssl.create_default_context()
+    raise TypeError(f"ssl must be True or an ssl.SSLContext, not {ssl!r}")
+
+
+class Socket:
+    """A socket for coserve tasks: ``receive``, ``send`` and friends wait without blocking the loop.
+
+    Create one with :func:`connect`, :func:`connect_unix`, :func:`open_udp` or
+    :func:`wrap`; servers pass one to each handler.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_drained",
+        "_fd",
+        "_rbuf",
+        "_sock",
+        "_ssl",
+        "_streak",
+        "_stream",
+        "connect_timeout",
+        "max_line",
+        "receive_timeout",
+        "send_timeout",
+    )
+
+    def __init__(self, sock: socket.socket, ssl: Any = None) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._rbuf = bytearray()
+        self._ssl = ssl  # the context a later handshake() uses by default
+        self._stream = sock.type == socket.SOCK_STREAM
+        self._closed = False
+        self._drained = False
+        self._streak = 0
+        #: The longest line ``receive("*l")`` accepts before raising :class:`coserve.LineTooLong`.
+        self.max_line = 65536
+        #: Seconds a receive may wait for data (None: forever); see :meth:`settimeouts`.
+        self.receive_timeout: float | None = None
+        #: Seconds a send may wait for the peer (None: forever).
+        self.send_timeout: float | None = None
+        #: Seconds a connect or TLS handshake may take (None: forever).
+        self.connect_timeout: float | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd}"
+        return f"<coserve.Socket {state} {'tls' if self.tls else 'plain'}>"
+
+    # -- the one place that waits ---------------------------------------------------
+
+    async def _io(self, op: Callable[..., Any], *args: Any, write: bool = False) -> Any:
+        """Call ``op(*args)``; whenever it would block, wait for the socket and call it again.
+
+        Would-block waits in the operation's own direction (*write*); TLS says
+        which direction it needs with want-read and want-write.
+        """
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        while True:
+            try:
+                result = op(*args)
+            except BlockingIOError:
+                want_write = write
+            except _ssl.SSLWantReadError:
+                want_write = False
+            except _ssl.SSLWantWriteError:
+                want_write = True
+            else:
+                self._streak += 1
+                if self._streak >= _STREAK:
+                    self._streak = 0
+                    await sleep(0)  # never starve the other tasks
+                return result
+            self._streak = 0
+            timeout = self.send_timeout if write else self.receive_timeout
+            if want_write:
+                await wait_writable(self._fd, timeout)
+            else:
+                await wait_readable(self._fd, timeout)
+            if self._closed:
+                raise SocketClosed("the socket was closed")
+
+    async def _recv(self, n: int) -> bytes:
+        """At least one byte (up to *n*), or b"" at the end of the stream."""
+        if self._drained:
+            self._drained = False
+            self._streak = 0
+            await wait_readable(self._fd, self.receive_timeout)
+        data: bytes = await self._io(self._sock.recv, n)
+        if self._ssl is None and len(data) < n:
+            self._drained = True
+        return data
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def receive(self, pattern: str | int = "*l", prefix: bytes = b"") -> bytes:
+        """Receive by Copas's patterns, with *prefix* put in front of the result.
+
+        - ``"*l"``: one line; it ends with LF, CR characters are ignored, and the
+          end of line is not returned. Longer than :attr:`max_line`: :class:`coserve.LineTooLong`.
+        - ``"*a"``: everything until the peer closes the connection.
+        - an int *n*: exactly *n* bytes (on a UDP socket: one datagram of at most *n* bytes).
+
+        If the connection closes first, :class:`coserve.ConnectionClosed` is raised
+        and its ``partial`` holds what arrived (prefix included).
+        """
+        if pattern == "*l":
+            line = await self._receive_line(prefix)
+            return prefix + line if prefix else line
+        if pattern == "*a":
+            return prefix + await self._receive_all()
+        if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
+            if not self._stream:
+                data, _ = await self.receive_from(pattern)
+                return prefix + data
+            return await self._receive_exactly(pattern, prefix)
+        raise ValueError(f'receive pattern must be "*l", "*a" or a number of bytes >= 0, not {pattern!r}')
+
+    async def _receive_line(self, prefix: bytes) -> bytes:
+        buf = self._rbuf
+        start = 0
+        while True:
+            i = buf.find(b"\n", start)
+            if i >= 0:
+                line = bytes(buf[:i])
+                del buf[: i + 1]
+                return line.replace(b"\r", b"") if b"\r" in line else line
+            if len(buf) > self.max_line:
+                raise LineTooLong(
+                    f"no end of line in the first {len(buf)} bytes (max_line is {self.max_line})"
+                )
+            start = len(buf)
+            data = await self._recv(65536)
+            if not data:
+                partial = prefix + bytes(buf)
+                buf.clear()
+                raise ConnectionClosed(partial)
+            buf += data
+
+    async def _receive_exactly(self, n: int, prefix: bytes) -> bytes:
+        buf = self._rbuf
+        while len(buf) < n:
+            data = await self._recv(max(n - len(buf), 65536))
+            if not data:
+                partial = prefix + bytes(buf)
+                buf.clear()
+                raise ConnectionClosed(partial)
+            if not buf and len(data) == n:
+                return prefix + data if prefix else data
+            buf += data
+        out = bytes(buf[:n])
+        del buf[:n]
+        return prefix + out if prefix else out
+
+    async def _receive_all(self) -> bytes:
+        chunks = [bytes(self._rbuf)]
+        self._rbuf.clear()
+        while True:
+            data = await self._recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+    async def receive_partial(self, max: int = 65536) -> bytes:
+        """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
+        buf = self._rbuf
+        if buf:
+            out = bytes(buf[:max])
+            del buf[:max]
+            return out
+        if not self._stream:
+            data, _ = await self.receive_from(max)
+            return data
+        return await self._recv(max)
+
+    async def receive_from(self, max: int = 8192) -> tuple[bytes, Any]:
+        """One datagram and its sender's address (UDP only).
+
+        A datagram larger than *max* raises :class:`coserve.DatagramTooLarge`
+        (holding its first *max* bytes) instead of being cut silently.
+        """
+        if self._stream:
+            raise CoserveError("receive_from() is for UDP sockets; use receive() on a stream socket")
+        data, addr = await self._io(self._sock.recvfrom, max + 1)
+        if len(data) > max:
+            raise DatagramTooLarge(data[:max], addr, max)
+        return data, addr
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Send all of *data*, waiting for the peer as needed; returns the number of bytes sent.
+
+        Nothing is buffered: while the peer does not read, the sender waits
+        (that is the backpressure).
+        """
+        sock = self._sock
+        if self._ssl is None and self._stream:
+            op, flags = sock.send, _SEND_FLAGS
+            total = len(data)
+            n = await self._io(op, data, flags, write=True)
+            if n == total:
+                return n
+            view = memoryview(data).cast("B")
+            while n < total:
+                n += await self._io(op, view[n:], flags, write=True)
+            return total
+        if not self._stream:
+            return await self._io(sock.send, data, write=True)  # type: ignore[no-any-return]
+        view = memoryview(data).cast("B")
+        n, total = 0, len(view)
+        while n < total:
+            n += await self._io(sock.send, view[n:], write=True)
+        return total
+
+    async def send_to(self, data: bytes, addr: Any) -> int:
+        """Send one datagram to *addr* (UDP only)."""
+        if self._stream:
+            raise CoserveError("send_to() is for UDP sockets; use send() on a stream socket")
+        return await self._io(self._sock.sendto, data, addr, write=True)  # type: ignore[no-any-return]
+
+    # -- timeouts ------------------------------------------------------------------
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Set the connect, send and receive timeouts at once (seconds; None waits forever)."""
+        self.settimeouts(connect=timeout, send=timeout, receive=timeout)
+
+    def settimeouts(
+        self, connect: float | None = _KEEP, send: float | None = _KEEP, receive: float | None = _KEEP
+    ) -> None:
+        """Set the per-operation timeouts; each wait restarts when the operation makes progress.
+
+        Expiry raises :class:`TimeoutError`; the socket stays usable.
+        """
+        for name, value in (("connect", connect), ("send", send), ("receive", receive)):
+            if value is _KEEP:
+                continue
+            if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
+                raise ValueError(
+                    f"the {name} timeout must be a number of seconds >= 0 or None, not {value!r}"
+                )
+            setattr(self, f"{name}_timeout", value)
+
+    # -- TLS -------------------------------------------------------------------------
+
+    async def handshake(
+        self,
+        ssl: Any = None,
+        *,
+        server_side: bool | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = _KEEP,
+    ) -> Socket:
+        """Do the TLS handshake (Copas's ``dohandshake``); returns the socket.
+
+        *ssl* is True (the system's default client context, which verifies the
+        peer's certificate and host name) or an :class:`ssl.SSLContext`.
+        *timeout* defaults to the connect timeout.
+        """
+        ctx = make_ssl_context(ssl if ssl is not None else self._ssl or True, bool(server_side))
+        sock = self._sock
+        if not isinstance(sock, _ssl.SSLSocket):
+            sock = ctx.wrap_socket(
+                sock,
+                server_side=bool(server_side),
+                server_hostname=server_hostname if not server_side else None,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=False,
+            )
+            self._sock = sock
+        self._ssl = ctx
+        limit = self.connect_timeout if timeout is _KEEP else timeout
+        async with timeout_after(limit):
+            await self._io(sock.do_handshake)
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True once the socket speaks TLS."""
+        return isinstance(self._sock, _ssl.SSLSocket)
+
+    @property
+    def alpn(self) -> str | None:
+        """The ALPN protocol the TLS handshake selected (Copas's ``getalpn``), or None."""
+        sock = self._sock
+        return sock.selected_alpn_protocol() if isinstance(sock, _ssl.SSLSocket) else None
+
+    @property
+    def server_hostname(self) -> str | None:
+        """The host name a TLS client asked for (SNI), or None."""
+        sock = self._sock
+        return sock.server_hostname if isinstance(sock, _ssl.SSLSocket) else None
+
+    def getpeercert(self) -> Any:
+        """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
+        sock = self._sock
+        return sock.getpeercert() if isinstance(sock, _ssl.SSLSocket) else None
+
+    # -- the rest ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket; a task waiting on it is woken with :class:`coserve.SocketClosed`."""
+        if self._closed:
+            return
+        self._closed = True
+        k = _kernel._K
+        if k is not None:
+            k.forget_fd(self._fd, _closed_error)
+        self._sock.close()
+
+    async def aclose(self) -> None:
+        """Close the socket; on TLS, first try to say close_notify (without waiting for the peer)."""
+        sock = self._sock
+        if isinstance(sock, _ssl.SSLSocket) and not self._closed:
+            try:
+                sock.unwrap()
+            except (OSError, ValueError):
+                pass  # the peer is gone or not listening: closing is all that is left
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def shutdown(self, how: int) -> None:
+        """Shut down one or both directions (``socket.SHUT_WR`` for a half-close)."""
+        self._sock.shutdown(how)
+
+    def getpeername(self) -> Any:
+        """The peer's address."""
+        return self._sock.getpeername()
+
+    def getsockname(self) -> Any:
+        """The address of this end of the socket."""
+        return self._sock.getsockname()
+
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
+        """Set a socket option (as :meth:`socket.socket.setsockopt`)."""
+        self._sock.setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int, *args: Any) -> Any:
+        """Read a socket option (as :meth:`socket.socket.getsockopt`)."""
+        return self._sock.getsockopt(level, option, *args)
+
+    def fileno(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        return -1 if self._closed else self._fd
+
+    @property
+    def socket(self) -> socket.socket:
+        """The underlying socket object (non-blocking; use it only for what Socket does not offer)."""
+        return self._sock
+
+    async def __aenter__(self) -> Socket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wrap(sock: socket.socket, ssl: Any = None) -> Socket:
+    """Adopt a plain socket (made non-blocking) as a coserve :class:`Socket` (Copas's ``wrap``).
+
+    With *ssl*, a later :meth:`Socket.handshake` uses that context.
+    """
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"wrap() takes a socket.socket, not {type(sock).__name__}")
+    return Socket(sock, ssl)
+
+
+def handler(func: Callable[[Socket], Awaitable[Any]], ssl: Any = None) -> Callable[[Socket], Awaitable[Any]]:
+    """Wrap a handler so the TLS handshake is done before *func* runs (Copas's ``handler``)."""
+
+    async def tls_handler(sock: Socket) -> Any:
+        if ssl is not None:
+            await sock.handshake(ssl, server_side=True)
+        return await func(sock)
+
+    tls_handler.__name__ = getattr(func, "__name__", "handler")
+    tls_handler.__qualname__ = getattr(func, "__qualname__", "handler")
+    return tls_handler
+
+
+# --- connecting ---------------------------------------------------------------------------
+
+#: RFC 8305's "Connection Attempt Delay": start the next address if this one has not connected yet.
+HAPPY_EYEBALLS_DELAY = 0.25
+
+
+async def _resolve(host: str, port: int, type: int) -> list[tuple[Any, ...]]:
+    """getaddrinfo, off the loop; a literal address needs no lookup (nor a thread)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await run_in_thread(socket.getaddrinfo, host, port, 0, type)
+        if not infos:  # pragma: no cover - getaddrinfo raises instead
+            raise OSError(f"no address found for {host!r}") from None
+        return infos
+    if ip.version == 6:
+        return [(socket.AF_INET6, type, 0, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, type, 0, "", (host, port))]
+
+
+def _interleave(infos: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """RFC 8305 ordering: alternate address families, starting with the first one given."""
+    by_family: dict[int, list[tuple[Any, ...]]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    out: list[tuple[Any, ...]] = []
+    lists = list(by_family.values())
+    while any(lists):
+        for lst in lists:
+            if lst:
+                out.append(lst.pop(0))
+    return out
+
+
+async def _connect_one(info: tuple[Any, ...], local_addr: Any) -> socket.socket:
+    family, type_, proto, _, addr = info
+    sock = socket.socket(family, type_, proto)
+    fd = sock.fileno()
+    try:
+        sock.setblocking(False)
+        if local_addr is not None:
+            sock.bind(local_addr)
+        err = sock.connect_ex(addr)
+        if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            await wait_writable(fd)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {addr!r} failed: {os.strerror(err)}")
+        if family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    except BaseException:
+        k = _kernel._K
+        if k is not None:
+            k.forget_fd(fd)
+        sock.close()
+        raise
+
+
+async def _happy_eyeballs(infos: list[tuple[Any, ...]], local_addr: Any) -> socket.socket:
+    """Connect to the first address that answers, starting one more every 250 ms (RFC 8305)."""
+    infos = _interleave(infos)
+    if len(infos) == 1:
+        return await _connect_one(infos[0], local_addr)
+    winner: list[socket.socket] = []
+    errors: list[OSError] = []
+    changed = Event()
+    attempts: list[_kernel.Task] = []
+    k = _kernel.get_kernel()
+
+    async def attempt(info: tuple[Any, ...]) -> None:
+        try:
+            sock = await _connect_one(info, local_addr)
+        except OSError as e:
+            errors.append(e)
+        else:
+            if winner:  # a faster one won meanwhile
+                k.forget_fd(sock.fileno())
+                sock.close()
+            else:
+                winner.append(sock)
+        changed.set()
+
+    try:
+        for info in infos:
+            attempts.append(k.spawn(attempt, (info,), None))
+            async with move_on_after(HAPPY_EYEBALLS_DELAY):
+                while not winner and len(errors) < len(attempts):
+                    changed.clear()
+                    await changed.wait()
+            if winner:
+                break
+        while not winner and len(errors) < len(attempts):
+            changed.clear()
+            await changed.wait()
+    finally:
+        for t in attempts:
+            t.cancel()
+        for t in attempts:
+            try:
+                await t
+            except BaseException:  # a cancelled attempt has cleaned up after itself
+                pass
+    if winner:
+        return winner[0]
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"could not connect to any address: {'; '.join(str(e) for e in errors)}")
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+    local_addr: Any = None,
+) -> Socket:
+    """Open a TCP connection and return its :class:`Socket`.
+
+    The name is resolved off the loop; every address is tried, IPv6 and IPv4
+    interleaved, a new one every 250 ms until one answers (RFC 8305 happy
+    eyeballs). With *ssl* (True for the system's default context, or an
+    ``ssl.SSLContext``) the TLS handshake is done too, verifying the server's
+    certificate for *server_hostname* (default: *host*). *timeout* bounds the
+    whole connect, and becomes the socket's connect timeout.
+    """
+    async with timeout_after(timeout):
+        infos = await _resolve(host, port, socket.SOCK_STREAM)
+        sock = Socket(await _happy_eyeballs(infos, local_addr))
+        try:
+            sock.settimeouts(connect=timeout)
+            if ssl is not None and ssl is not False:
+                await sock.handshake(
+                    ssl, server_side=False, server_hostname=server_hostname or host, timeout=None
+                )
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
+async def connect_unix(path: str) -> Socket:
+    """Open a connection to the Unix socket at *path*."""
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = Socket(raw)
+    try:
+        err = raw.connect_ex(path)
+        if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+            await wait_writable(sock._fd)
+            err = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {path!r} failed: {os.strerror(err)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_udp(local_addr: Any = None, remote_addr: Any = None) -> Socket:
+    """A UDP socket, bound to *local_addr* and/or connected to *remote_addr* (host, port)."""
+    probe = remote_addr or local_addr or ("127.0.0.1", 0)
+    family = socket.AF_INET6 if ":" in str(probe[0]) else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if local_addr is not None:
+            raw.bind(local_addr)
+        if remote_addr is not None:
+            raw.connect(remote_addr)
+    except BaseException:
+        raw.close()
+        raise
+    return Socket(raw)

@@ -1,0 +1,692 @@
+"""Sockets and servers: Copas's socket scenarios, over loopback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+
+import pytest
+
+import coserve
+from coserve.testing import wait_all_tasks_blocked
+
+
+async def echo(sock: coserve.Socket) -> None:
+    while True:
+        data = await sock.receive_partial()
+        if not data:
+            return
+        await sock.send(data)
+
+
+def serve(handler, **kw):
+    return coserve.serve_tcp(handler, "127.0.0.1", 0, **kw)
+
+
+# --- receive patterns --------------------------------------------------------------------
+
+
+def test_receive_patterns_lines_counts_and_all():
+    async def talker(sock):
+        await sock.send(b"first line\r\nsecond\nexact12bytesrest of it")
+        sock.shutdown(socket.SHUT_WR)
+        await sock.receive("*a")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        got = [
+            await s.receive(),
+            await s.receive("*l", prefix=b">"),
+            await s.receive(12),
+            await s.receive("*a", prefix=b"["),
+            await s.receive("*a"),
+        ]
+        s.close()
+        server.close()
+        return got
+
+    assert coserve.run(main) == [b"first line", b">second", b"exact12bytes", b"[rest of it", b""]
+
+
+def test_connection_closed_mid_pattern_keeps_the_partial_data():
+    async def talker(sock):
+        await sock.send(b"no end of line")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        with pytest.raises(coserve.ConnectionClosed) as info:
+            await s.receive("*l", prefix=b"<")
+        assert info.value.partial == b"<no end of line"
+        assert isinstance(info.value, ConnectionError)
+        s.close()
+        s2 = await coserve.connect(*server.address)
+        with pytest.raises(coserve.ConnectionClosed) as info2:
+            await s2.receive(100)
+        s2.close()
+        server.close()
+        return info2.value.partial
+
+    assert coserve.run(main) == b"no end of line"
+
+
+def test_line_longer_than_max_line_raises_and_memory_stays_bounded():
+    async def talker(sock):
+        await sock.send(b"x" * 300_000)
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        s.max_line = 100_000
+        with pytest.raises(coserve.LineTooLong):
+            await s.receive()
+        assert len(s._rbuf) < 100_000 + 65536 + 1
+        s.close()
+        server.close()
+
+    coserve.run(main)
+
+
+def test_receive_partial_returns_what_is_there_and_empty_at_eof():
+    async def talker(sock):
+        await sock.send(b"abc")
+        await sock.receive(1)
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        first = await s.receive_partial()
+        await s.send(b"!")
+        last = await s.receive_partial()
+        s.close()
+        server.close()
+        return first, last
+
+    assert coserve.run(main) == (b"abc", b"")
+
+
+def test_bad_pattern_is_a_clear_error():
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        for bad in ("*x", -1, 1.5, True):
+            with pytest.raises(ValueError, match="pattern"):
+                await s.receive(bad)
+        s.close()
+        server.close()
+
+    coserve.run(main)
+
+
+# --- timeouts -----------------------------------------------------------------------------
+
+
+def test_receive_timeout_leaves_the_socket_usable():
+    async def slow(sock):
+        await sock.send(b"part")
+        await sock.receive(1)  # wait for the go-ahead
+        await sock.send(b"ial line\n")
+        await sock.receive(1)
+
+    async def main():
+        server = serve(slow)
+        s = await coserve.connect(*server.address)
+        s.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):
+            await s.receive()  # "part" arrived, no end of line
+        await s.send(b"g")
+        line = await s.receive()  # nothing was lost
+        s.close()
+        server.close()
+        return line
+
+    assert coserve.run(main) == b"partial line"
+
+
+def test_timeout_restarts_on_progress():
+    async def trickle(sock):
+        for _ in range(5):
+            await sock.send(b"x")
+            await coserve.sleep(0.03)  # each gap is below the timeout; the total is above it
+
+    async def main():
+        server = serve(trickle)
+        s = await coserve.connect(*server.address)
+        s.settimeout(0.1)
+        data = await s.receive("*a")
+        s.close()
+        server.close()
+        return data
+
+    assert coserve.run(main) == b"xxxxx"
+
+
+def test_server_timeout_is_inherited_by_client_sockets():
+    outcome = []
+
+    async def handler(sock):
+        try:
+            await sock.receive()
+        except TimeoutError:
+            outcome.append(("timeout", sock.receive_timeout))
+
+    async def main():
+        server = serve(handler, timeout=0.05)
+        s = await coserve.connect(*server.address)
+        assert await s.receive("*a") == b""  # the server closes after its handler returns
+        s.close()
+        server.close()
+
+    coserve.run(main)
+    assert outcome == [("timeout", 0.05)]
+
+
+def test_connect_timeout():
+    # A listener whose accept queue is full: Linux drops further SYNs, so connect hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(listener.getsockname())
+            fillers.append(c)
+
+        async def main():
+            with pytest.raises(TimeoutError):
+                await coserve.connect(*listener.getsockname(), timeout=0.2)
+
+        coserve.run(main)
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
+
+
+def test_bad_timeouts_are_refused():
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        with pytest.raises(ValueError):
+            s.settimeout(-1)
+        with pytest.raises(ValueError):
+            s.settimeouts(receive="soon")
+        s.close()
+        server.close()
+
+    coserve.run(main)
+
+
+# --- closing, half-close, errors ---------------------------------------------------------------
+
+
+def test_closing_a_socket_wakes_the_task_reading_it():
+    async def reader(s):
+        with pytest.raises(coserve.SocketClosed, match="closed"):
+            await s.receive()
+        return "woken"
+
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        t = coserve.spawn(reader, s)
+        await wait_all_tasks_blocked()
+        s.close()
+        result = await t
+        with pytest.raises(coserve.SocketClosed):
+            await s.send(b"x")
+        server.close()
+        return result
+
+    assert coserve.run(main) == "woken"
+
+
+def test_half_close_then_read_the_rest_of_the_reply():
+    async def upper(sock):
+        data = await sock.receive("*a")
+        await sock.send(data.upper())
+
+    async def main():
+        server = serve(upper)
+        s = await coserve.connect(*server.address)
+        await s.send(b"hello ")
+        await s.send(b"world")
+        s.shutdown(socket.SHUT_WR)
+        reply = await s.receive("*a")
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"HELLO WORLD"
+
+
+def test_peer_reset_ends_only_that_connection():
+    served = []
+
+    async def handler(sock):
+        try:
+            while True:
+                data = await sock.receive_partial()
+                if not data:
+                    break
+                await sock.send(data)
+        except ConnectionResetError:
+            served.append("reset")
+
+    async def main():
+        server = serve(handler)
+        raw = socket.create_connection(server.address)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.sendall(b"x" * 10)
+        raw.close()  # linger 0: RST
+        good = await coserve.connect(*server.address)
+        await good.send(b"still fine")
+        reply = await good.receive(10)
+        good.close()
+        await coserve.sleep(0.05)
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"still fine"
+    assert served in ([], ["reset"])  # the reset may arrive as EOF or as ECONNRESET
+
+
+def test_connection_refused_raises_the_os_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+
+    async def main():
+        with pytest.raises(ConnectionRefusedError):
+            await coserve.connect("127.0.0.1", port)
+
+    coserve.run(main)
+
+
+def test_two_readers_on_one_socket_is_resource_busy():
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        t = coserve.spawn(s.receive)
+        await wait_all_tasks_blocked()
+        with pytest.raises(coserve.ResourceBusy):
+            await s.receive()
+        s.close()
+        with pytest.raises(coserve.SocketClosed):
+            await t
+        server.close()
+
+    coserve.run(main)
+
+
+def test_udp_calls_on_a_stream_socket_are_refused():
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        with pytest.raises(coserve.CoserveError, match="UDP"):
+            await s.receive_from()
+        with pytest.raises(coserve.CoserveError, match="UDP"):
+            await s.send_to(b"x", ("127.0.0.1", 9))
+        s.close()
+        server.close()
+
+    coserve.run(main)
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def test_server_names_counts_and_error_handler_gets_the_socket(errors):
+    seen = []
+
+    async def handler(sock):
+        seen.append(coserve.current_task().name)
+        line = await sock.receive()
+        if line == b"boom":
+            raise ValueError("handler failed")
+        await sock.send(line + b"\n")
+
+    async def main():
+        server = serve(handler, name="svc")
+        for msg in (b"hi", b"boom"):
+            s = await coserve.connect(*server.address)
+            await s.send(msg + b"\n")
+            await s.receive("*a")
+            s.close()
+        counts = server.accepted, server.active
+        server.close()
+        await server.wait_closed()
+        return counts
+
+    assert coserve.run(main) == (2, 0)
+    assert seen == ["svc:client_1", "svc:client_2"]
+    [(exc, name)] = errors
+    assert str(exc) == "handler failed" and name == "svc:client_2"
+
+
+def test_error_handler_receives_the_client_socket():
+    got = []
+
+    async def handler(sock):
+        coserve.set_error_handler(lambda exc, task, s: got.append(s is sock))
+        raise RuntimeError("x")
+
+    async def main():
+        server = serve(handler)
+        s = await coserve.connect(*server.address)
+        await s.receive("*a")
+        s.close()
+        server.close()
+
+    coserve.run(main)
+    assert got == [True]
+
+
+def test_remove_server_keep_open_then_serve_it_again():
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        coserve.add_server(listener, echo)
+        coserve.remove_server(listener, keep_open=True)
+        assert listener.fileno() >= 0
+        with pytest.raises(coserve.CoserveError):
+            coserve.remove_server(listener)
+        server = coserve.add_server(listener, echo)  # the same socket, served again
+        s = await coserve.connect(*listener.getsockname())
+        await s.send(b"again")
+        reply = await s.receive(5)
+        s.close()
+        coserve.remove_server(listener)
+        assert listener.fileno() == -1 and server.closed
+        return reply
+
+    assert coserve.run(main) == b"again"
+
+
+def test_connecting_twice():
+    async def main():
+        server = serve(echo)
+        replies = []
+        for n in range(2):
+            s = await coserve.connect(*server.address)
+            await s.send(b"%d" % n)
+            replies.append(await s.receive(1))
+            s.close()
+        server.close()
+        return replies
+
+    assert coserve.run(main) == [b"0", b"1"]
+
+
+def test_exit_stops_the_server_and_run_returns_when_handlers_end():
+    trace = []
+
+    async def handler(sock):
+        await coserve.wait_for_exit()
+        await sock.send(b"bye\n")
+        trace.append("handler done")
+
+    async def main():
+        server = serve(handler)
+        s = await coserve.connect(*server.address)
+        await wait_all_tasks_blocked()
+        coserve.exit()
+        trace.append(await s.receive())
+        s.close()
+        with pytest.raises(OSError):
+            await coserve.connect(*server.address)
+
+    coserve.run(main)
+    assert trace == ["handler done", b"bye"]
+
+
+def test_a_server_keeps_run_going_until_cancel_all():
+    async def stopper():
+        await coserve.sleep(0.05)
+        coserve.cancel_all()
+
+    serve(echo)
+    coserve.spawn(stopper)
+    coserve.run()
+    assert coserve.finished()
+
+
+def test_handler_wrapper_without_tls_just_calls():
+    async def greet(sock):
+        await sock.send(b"hi")
+
+    async def main():
+        server = serve(coserve.handler(greet))
+        s = await coserve.connect(*server.address)
+        data = await s.receive("*a")
+        s.close()
+        server.close()
+        return data
+
+    assert coserve.run(main) == b"hi"
+
+
+def test_wrap_adopts_a_plain_socket():
+    async def main():
+        server = serve(echo)
+        raw = socket.create_connection(server.address)
+        s = coserve.wrap(raw)
+        assert not raw.getblocking()
+        await s.send(b"wrapped")
+        reply = await s.receive(7)
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"wrapped"
+    with pytest.raises(TypeError):
+        coserve.wrap("not a socket")
+
+
+# --- fairness ---------------------------------------------------------------------------------
+
+
+def test_a_reader_whose_socket_always_has_data_does_not_starve_others():
+    async def flood(sock):
+        chunk = b"x" * 65536
+        try:
+            while True:
+                await sock.send(chunk)
+        except (ConnectionError, coserve.SocketClosed):
+            pass
+
+    async def main():
+        server = serve(flood)
+        s = await coserve.connect(*server.address)
+        ticks = []
+
+        async def ticker():
+            for i in range(20):
+                ticks.append(i)
+                await coserve.sleep(0)
+
+        t = coserve.spawn(ticker)
+        received = 0
+        while not t.done():
+            received += len(await s.receive_partial())
+        s.close()
+        server.close()
+        return received, ticks
+
+    received, ticks = coserve.run(main)
+    assert ticks == list(range(20)) and received > 0
+
+
+# --- UDP, Unix, IPv6 ----------------------------------------------------------------------------
+
+
+def test_udp_echo_and_receive_from_timeout():
+    async def udp_echo(sock):
+        while True:
+            data, addr = await sock.receive_from()
+            await sock.send_to(data.upper(), addr)
+
+    async def main():
+        server = coserve.serve_udp(udp_echo, "127.0.0.1", 0)
+        client = await coserve.open_udp(remote_addr=server.address)
+        await client.send(b"ping")
+        reply = await client.receive(100)
+        await client.send(b"pong")
+        reply2, addr = await client.receive_from()
+        client.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):
+            await client.receive_from()
+        with pytest.raises(TimeoutError):
+            await client.receive(10)
+        client.close()
+        server.close()
+        return reply, reply2, addr == server.address
+
+    assert coserve.run(main) == (b"PING", b"PONG", True)
+
+
+def test_udp_datagram_larger_than_max_is_reported():
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"y" * 100)
+        with pytest.raises(coserve.DatagramTooLarge) as info:
+            await a.receive_from(10)
+        a.close()
+        b.close()
+        return info.value.data
+
+    assert coserve.run(main) == b"y" * 10
+
+
+def test_unix_socket_server_and_client():
+    path = os.path.join(tempfile.mkdtemp(), "s.sock")
+
+    async def main():
+        server = coserve.serve_unix(echo, path)
+        s = await coserve.connect_unix(path)
+        await s.send(b"over unix")
+        reply = await s.receive(9)
+        s.close()
+        server.close()
+        return reply, os.path.exists(path)
+
+    try:
+        assert coserve.run(main) == (b"over unix", False)
+    finally:
+        os.rmdir(os.path.dirname(path))
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback")
+def test_ipv6_loopback():
+    async def main():
+        server = coserve.serve_tcp(echo, "::1", 0)
+        s = await coserve.connect("::1", server.address[1])
+        await s.send(b"six")
+        reply = await s.receive(3)
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"six"
+
+
+def test_happy_eyeballs_falls_back_to_the_address_that_answers():
+    # localhost may resolve to ::1 and 127.0.0.1; only IPv4 listens: the connect still succeeds.
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0)
+        s = await coserve.connect("localhost", server.address[1])
+        await s.send(b"ok")
+        reply = await s.receive(2)
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"ok"
+
+
+def test_happy_eyeballs_interleaves_families():
+    from coserve._socket import _interleave
+
+    six, four = socket.AF_INET6, socket.AF_INET
+    infos = [(six, 1, 0, "", "a"), (six, 1, 0, "", "b"), (four, 1, 0, "", "c"), (four, 1, 0, "", "d")]
+    assert [i[4] for i in _interleave(infos)] == ["a", "c", "b", "d"]
+
+
+def test_happy_eyeballs_starts_the_next_address_when_the_first_hangs(monkeypatch):
+    # The first address never answers (a full accept queue); the second does, 250 ms later.
+    from coserve import _socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    hanging = listener.getsockname()
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(hanging)
+        fillers.append(c)
+
+    async def main():
+        server = serve(echo)
+        infos = [
+            (socket.AF_INET, socket.SOCK_STREAM, 0, "", hanging),
+            (socket.AF_INET, socket.SOCK_STREAM, 0, "", server.address),
+        ]
+
+        async def fake_resolve(host, port, type):
+            return infos
+
+        monkeypatch.setattr(_socket, "_resolve", fake_resolve)
+        t0 = coserve.gettime()
+        s = await coserve.connect("example.invalid", 1)
+        elapsed = coserve.gettime() - t0
+        peer = s.getpeername()
+        s.close()
+        server.close()
+        return elapsed, peer
+
+    try:
+        elapsed, peer = coserve.run(main)
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
+    assert peer[1] != hanging[1]
+    assert 0.2 <= elapsed < 2
+
+
+def test_sigpipe_does_not_kill_and_broken_pipe_is_an_os_error():
+    async def hang_up(sock):
+        return  # the server closes the connection at once
+
+    async def main():
+        server = serve(hang_up)
+        s = await coserve.connect(*server.address)
+        server.close()
+        await coserve.sleep(0.01)
+        with pytest.raises(OSError) as info:
+            for _ in range(200):
+                await s.send(b"z" * 65536)
+                await coserve.sleep(0.001)
+        s.close()
+        return info.value.errno
+
+    assert coserve.run(main) in (errno.EPIPE, errno.ECONNRESET)
