@@ -81,8 +81,81 @@ def section(name: str, data: dict) -> str:
     return "\n".join(out)
 
 
+ECHO_ORDER = ["coserve", "uvloop-protocol", "uvloop-streams", "asyncio-protocol", "asyncio-streams", "trio",
+              "curio", "gevent", "asyncore", "coserve-asyncore", "threads", "c-epoll"]  # fmt: skip
+
+
+def echo_section(data: dict) -> str:
+    meta, med = data["meta"], data["medians"]
+    out = [
+        "### Echo servers: coserve against every peer",
+        "",
+        f"Measured {meta['date']} (Python {meta['python']}); {meta['rounds']} interleaved rounds of "
+        f"{meta['seconds']:g} s per scenario, medians; server pinned to CPU 0, load generator to CPU 1.",
+        "",
+        "    " + meta["command"],
+        "",
+    ]
+    for scenario, per in med.items():
+        out += [
+            f"**{scenario}** (message size, active connections, idle connections held open)",
+            "",
+            "| server | msgs/s | p50 us | p99 us | server CPU us/msg | CPU vs coserve | bytes/idle conn |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        base = per.get("coserve", {}).get("cpu_us_per_msg")
+        for name in [n for n in ECHO_ORDER if n in per]:
+            r = per[name]
+            cpu = r.get("cpu_us_per_msg")
+            ratio = f"{cpu / base:.2f}" if cpu and base else "n/a"
+            mem = r.get("bytes_per_idle_conn")
+            if cpu is None:
+                out.append(f"| {name} | failed | | | | | |")
+                continue
+            cells = [f"{r.get(k, 0):,.0f}" for k in ("msgs_per_s", "p50_us", "p99_us")]
+            mem_cell = f"{mem:,.0f}" if mem is not None else ""
+            out.append(f"| {name} | {' | '.join(cells)} | {cpu:.1f} | {ratio} | {mem_cell} |")
+        out.append("")
+    out += ["![echo](echo.png)", ""]
+    return "\n".join(out)
+
+
+def echo_chart(data: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = data["medians"]
+    scenarios = list(med)
+    names = [n for n in ECHO_ORDER if any(n in med[s] for s in scenarios)]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.85 / len(names)
+    for k, name in enumerate(names):
+        xs, ys = [], []
+        for j, sc in enumerate(scenarios):
+            v = med[sc].get(name, {}).get("cpu_us_per_msg")
+            if v:
+                xs.append(j + (k - (len(names) - 1) / 2) * width)
+                ys.append(v)
+        ax.bar(xs, ys, width, label=name, edgecolor="black" if name == "coserve" else None,
+               linewidth=1.5 if name == "coserve" else 0)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(scenarios)), scenarios)
+    ax.set_ylabel("server CPU microseconds per message (lower is better)")
+    ax.set_title("Echo benchmark: server CPU per message (log scale)", fontsize=10)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parts = []
+    echo = load("echo")
+    if echo is not None:
+        echo_chart(echo, HERE / "echo.png")
+        parts.append(echo_section(echo))
     for name in TITLES:
         data = load(name)
         if data is None:

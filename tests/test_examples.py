@@ -20,13 +20,29 @@ def _run(*args):
     return r.stdout.splitlines()
 
 
-def test_demo_serves_every_order_and_ends_by_itself():
+def test_demo_serves_its_clients_drops_the_silent_one_and_ends_by_itself():
     lines = _run(sys.executable, "examples/demo.py")
+    assert lines[0].startswith("serving on 127.0.0.1:")
+    assert any("connections," in line for line in lines)  # the status timer ran
+    assert sum("silent for 0.5 s, closing it" in line for line in lines) == 1
+    assert lines[-1].startswith("1000 lines answered over 21 connections")
+
+
+def test_kitchen_serves_every_order_and_ends_by_itself():
+    lines = _run(sys.executable, "examples/kitchen.py")
     assert any("supplier took too long" in line for line in lines)
     assert any("status:" in line for line in lines)
     assert lines[-1].endswith("books: 6 dishes: bread, cake, pie, soup, stew, tart")
     bakes = [line for line in lines if " bakes " in line]
     assert len(bakes) == 6 and len({line.split()[1] for line in bakes}) == 3  # three cooks shared the oven
+
+
+def test_echo_server():
+    lines = _run(sys.executable, "examples/echo_server.py")
+    assert sorted(lines[:-1]) == sorted(
+        ["hello", "from", "hello", "from", "hello", "from", "client 0", "client 1", "client 2"]
+    )
+    assert lines[-1] == "served 3 connections"
 
 
 def test_hello_timer_under_the_runtime_command():
@@ -46,7 +62,26 @@ def test_callbacks():
     ]
 
 
+def test_legacy_migration():
+    lines = _run(sys.executable, "examples/legacy_migration.py")
+    assert sorted(line for line in lines if line.startswith("HELLO")) == [
+        "HELLO FROM ADA",
+        "HELLO FROM BARBARA",
+        "HELLO FROM GRACE",
+    ]
+    assert any(line.startswith("timer:") for line in lines)
+    assert lines[-1] == "loop ended"
+
+
 @pytest.mark.parametrize("path", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_is_tested(path):
-    tested = {"demo.py", "hello_timer.py", "foreign_loop.py", "callbacks.py"}
+    tested = {
+        "demo.py",
+        "kitchen.py",
+        "echo_server.py",
+        "hello_timer.py",
+        "foreign_loop.py",
+        "callbacks.py",
+        "legacy_migration.py",
+    }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"

@@ -690,3 +690,33 @@ def test_sigpipe_does_not_kill_and_broken_pipe_is_an_os_error():
         return info.value.errno
 
     assert coserve.run(main) in (errno.EPIPE, errno.ECONNRESET)
+
+
+def test_a_socket_dropped_without_close_does_not_confuse_the_kernel():
+    import gc
+
+    async def main():
+        server = serve(echo)
+        s = await coserve.connect(*server.address)
+        await s.send(b"x")
+        await s.receive(1)  # the fd is now registered with the kernel
+        number = s.fileno()
+        with pytest.warns(ResourceWarning):
+            del s
+            gc.collect()
+        a, b = socket.socketpair()
+        try:
+            reused = a if a.fileno() == number else b if b.fileno() == number else None
+            other = b if reused is a else a
+            assert reused is not None, "the fd number was not reused"
+            sock = coserve.wrap(reused)
+            other.send(b"y")
+            got = await sock.receive(1)  # would hang if the kernel still believed it registered
+            sock.close()
+        finally:
+            a.close()
+            b.close()
+        server.close()
+        return got
+
+    assert coserve.run(main) == b"y"

@@ -69,8 +69,10 @@ def test_ten_megabytes_each_way(use_tls, read_with, tls):
 
 def test_a_slow_reader_makes_the_writer_wait_with_bounded_memory():
     sent = [0]
+    writers = []
 
     async def firehose(sock):
+        writers.append(coserve.current_task())
         chunk = b"f" * 65536
         while True:
             sent[0] += await sock.send(chunk)
@@ -80,7 +82,7 @@ def test_a_slow_reader_makes_the_writer_wait_with_bounded_memory():
         s = await coserve.connect(*server.address)  # and never read
         for _ in range(5):
             await wait_all_tasks_blocked()
-        [client_task] = list(server._clients)
+        [client_task] = writers
         state, total = client_task.state, sent[0]
         s.close()
         coserve.cancel_all()

@@ -43,6 +43,7 @@ SERVERS = {
     "curio": [PY, "curio_echo.py"],
     "gevent": [PY, "gevent_echo.py"],
     "asyncore": [PY, "asyncore_echo.py"],
+    "coserve-asyncore": [PY, "asyncore_echo.py", "--coserve"],
     "threads": [PY, "threads_echo.py"],
     "c-epoll": [os.path.join(BUILD, "c_epoll")],
 }

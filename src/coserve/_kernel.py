@@ -466,6 +466,8 @@ class Kernel:
         self._unretrieved = 0  # failed tasks whose error nobody has received yet
         self._wind_down_rounds = 0
         self._closed = False
+        # Readiness for fds that are not tasks' (coserve.asyncore's dispatchers): see hook_factory.
+        self._hook = hook_factory(self) if hook_factory is not None else None
 
     # -- waking and cancelling ------------------------------------------------
 
@@ -688,7 +690,11 @@ class Kernel:
     def has_work(self) -> bool:
         """True while something can still make progress: ready tasks, I/O or thread waits, timers."""
         return bool(
-            self._ready or self._pending_io or len(self._timers) > self._ntimers_dead or self._threadsafe
+            self._ready
+            or self._pending_io
+            or len(self._timers) > self._ntimers_dead
+            or self._threadsafe
+            or (self._hook is not None and self._hook.alive())
         )
 
     def iterate(self, max_wait: float | None) -> bool:
@@ -717,6 +723,8 @@ class Kernel:
                     timeout = delay
             if self._idle_waiters._live:
                 timeout = 0
+        if self._hook is not None and self._hook.before_poll():
+            timeout = 0  # the hook served channels that are always ready: do not wait in the poll
         clock = self._clock
         jump = clock is not None and timeout != 0
         if jump:
@@ -748,11 +756,16 @@ class Kernel:
         fds = self._fds
         ready = self._ready
         woken = 0
+        channel_events = None
         for fd, ev in events:
             entry = fds.get(fd)
             if entry is None:
                 if fd == self._wake_fd:
                     self._drain_waker()
+                elif self._hook is not None and self._hook.owns(fd):
+                    if channel_events is None:
+                        channel_events = []
+                    channel_events.append((fd, ev))
                 else:  # registered, then forgotten while the event was in flight
                     try:
                         self._poller.unregister(fd)
@@ -790,6 +803,8 @@ class Kernel:
             if stale:
                 self._drop_interest(fd, entry, stale)
         self._pending_io -= woken
+        if channel_events is not None:
+            self._hook.dispatch(channel_events)  # type: ignore[union-attr]
 
     def _drop_interest(self, fd: int, entry: list[Any], stale: int) -> None:
         """An event came for a direction nobody waits for: stop asking for it."""
@@ -995,6 +1010,8 @@ class Kernel:
         if self._unretrieved:
             gc.collect()  # failed tasks kept alive only by a reference cycle: report them now
         self._run_threadsafe()  # deliver reports handed over by finalizers
+        if self._hook is not None:
+            self._hook.close()
         if self._wake_fd >= 0:
             os.close(self._wake_fd)
             if not _HAVE_EVENTFD:  # pragma: no cover
@@ -1038,6 +1055,12 @@ class Kernel:
 
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")
+
+#: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
+#: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run
+#: going), ``before_poll()`` (apply registration changes; True if the poll must not wait),
+#: ``owns(fd)`` and ``dispatch([(fd, events)])``, and ``close()`` when it closes.
+hook_factory: Callable[[Kernel], Any] | None = None
 
 
 def _depth(exc: BaseException) -> int:

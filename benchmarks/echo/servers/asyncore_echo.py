@@ -1,11 +1,17 @@
-"""The standard library's asyncore (Python <= 3.11): dispatcher_with_send, loop with poll()."""
+"""asyncore echo: dispatcher_with_send, on the standard library's module or (--coserve) on coserve's.
+
+The handler code is the same for both; only the import differs.
+"""
 
 import socket
 import sys
 import warnings
 
-warnings.simplefilter("ignore", DeprecationWarning)
-import asyncore  # noqa: E402
+if "--coserve" in sys.argv:
+    from coserve import asyncore
+else:  # the standard library's (Python <= 3.11)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import asyncore
 
 
 class EchoHandler(asyncore.dispatcher_with_send):
@@ -30,4 +36,4 @@ class EchoServer(asyncore.dispatcher):
 
 server = EchoServer(int(sys.argv[1]))
 print("ready", server.socket.getsockname()[1], flush=True)
-asyncore.loop(timeout=1.0, use_poll=True)  # select() cannot take the 5000-connection run
+asyncore.loop(timeout=1.0, use_poll=True)  # the stdlib's select() cannot take the 5000-connection run
