@@ -234,6 +234,10 @@ def loop(
         )
     hook: _Channels = k._hook
     previous = hook.serve(map)
+    previous_style = hook.select_style
+    # The standard library's two loops report a hang-up or an error differently: select() shows
+    # it only as "readable" (read() is called), poll() as POLLHUP/POLLERR (handle_close()).
+    hook.select_style = not (use_poll and hasattr(select, "poll"))
     k.running = True
     try:
         if count is None:
@@ -245,6 +249,7 @@ def loop(
                 count -= 1
     finally:
         k.running = False
+        hook.select_style = previous_style
         hook.serve(previous)
         if not k._tasks and not k.has_work():
             _kernel.drop_kernel(k)  # nothing left in it: the next loop() or run() starts clean
@@ -268,6 +273,8 @@ class _Channels:
         self._dynamic: set[int] = set()  # fds whose channel overrides readable/writable
         self._retry: dict[int, float] = {}  # listening fds out of descriptors: when to retry
         self._always: dict[int, int] = {}  # fds epoll refuses (regular files): always ready, as poll() says
+        #: Dispatch like the standard library's select() loop (True) or its poll() loop (False).
+        self.select_style = False
 
     def serve(self, map: dict[int, Any]) -> dict[int, Any]:
         """Serve *map* from now on (loop(map=...) does this); returns the map served before."""
@@ -401,7 +408,15 @@ class _Channels:
             obj = self._fds.get(fd)
             if obj is None or map.get(fd) is not obj:
                 continue  # closed by an earlier handler in this pass
-            readwrite(obj, flags)
+            if self.select_style:
+                if flags & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    read(obj)
+                if flags & select.POLLOUT and map.get(fd) is obj and not obj.accepting:
+                    write(obj)
+                if flags & select.POLLPRI and map.get(fd) is obj:
+                    _exception(obj)
+            else:
+                readwrite(obj, flags)
             if fd not in self._dynamic and map.get(fd) is obj and self._fds.get(fd) is obj:
                 self._update(fd, obj)
 
