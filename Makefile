@@ -27,13 +27,17 @@ lint: $(VENV)/.test-deps
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 	COSERVE_POLLER=selectors $(BIN)/python -m pytest -q -m "not slow" tests/test_kernel.py tests/test_io.py
+	.ci/other-pythons
 
 test-slow: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q -m slow
 
+# Long: the echo benchmark (about 20 minutes), then the kernel's (about 20). See benchmarks/README.md.
 bench: $(VENV)/.bench-deps
-	$(BIN)/python benchmarks/kernel.py --out benchmarks/RESULTS-kernel.json
+	$(BIN)/python benchmarks/echo/run.py --rounds 2 --out benchmarks/results/echo.json
+	$(BIN)/python benchmarks/kernel.py --rounds 5 --out benchmarks/results/kernel-cpu.json
+	$(BIN)/python benchmarks/kernel.py --mode instructions --out benchmarks/results/kernel-instructions.json
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .venv-3.* build src/*.egg-info

@@ -9,6 +9,9 @@ import pathlib
 import pytest
 
 import coserve
+import coserve.asynchat
+import coserve.asyncore
+import coserve.compat
 import coserve.testing
 
 SRC = pathlib.Path(coserve.__file__).parent
@@ -22,7 +25,9 @@ def _public_members(obj):
             yield name, member
 
 
-@pytest.mark.parametrize("module", [coserve, coserve.testing])
+@pytest.mark.parametrize(
+    "module", [coserve, coserve.testing, coserve.asyncore, coserve.asynchat, coserve.compat]
+)
 def test_every_public_name_has_a_docstring(module):
     missing = []
     for name in module.__all__:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -196,8 +197,9 @@ def test_running_out_of_descriptors_does_not_kill_the_listener(tmp_path):
     # for good; coserve's backs off and accepts again once descriptors are free.
     script = tmp_path / "server.py"
     script.write_text(EMFILE_SERVER)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     flood = []
     try:
         port = int(proc.stdout.readline())
@@ -206,15 +208,18 @@ def test_running_out_of_descriptors_does_not_kill_the_listener(tmp_path):
         last = flood[-1]
         last.settimeout(10)
         last.send(b"waiting in the backlog")
+        # Wait for the server to say it ran out (an event, not a sleep), then free descriptors:
+        # the connections waiting in the backlog must be accepted then.
+        assert select.select([proc.stdout], [], [], 10)[0], "the server never ran out of descriptors"
+        assert "accept: out of file descriptors" in proc.stdout.readline()
         for c in flood[:40]:
-            c.close()  # free descriptors: the connections waiting in the backlog are accepted now
+            c.close()
         assert last.recv(100) == b"waiting in the backlog"
     finally:
         for c in flood:
             c.close()
         proc.kill()
-        output = proc.communicate()[0]
-    assert "accept: out of file descriptors" in output
+        proc.communicate()
 
 
 # --- dispatchers and tasks in one loop --------------------------------------------------------------
@@ -266,6 +271,18 @@ def test_a_dispatcher_created_before_run_keeps_run_going_until_closed():
     coserve.spawn(client)
     coserve.run()  # returns once the map is empty
     assert asyncore.socket_map == {}
+
+
+def test_cancel_all_closes_dispatchers_so_run_returns():
+    listener = Listener()
+
+    async def main():
+        await coserve.sleep(0)
+        coserve.cancel_all()
+
+    coserve.spawn(main)
+    coserve.run()
+    assert asyncore.socket_map == {} and listener.socket.fileno() == -1
 
 
 def test_loop_inside_a_task_is_refused():

@@ -948,6 +948,8 @@ class Kernel:
         self._close_servers()
         for t in self.user_timers():
             t.cancel()
+        if self._hook is not None:
+            self._hook.cancel_all()  # dispatchers: closed, so that run() returns promptly
         for task in list(self._tasks):
             self._cancel_task(task, Cancelled("cancelled by cancel_all()"))
 
@@ -1059,7 +1061,7 @@ _HAVE_EVENTFD = hasattr(os, "eventfd")
 #: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
 #: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run
 #: going), ``before_poll()`` (apply registration changes; True if the poll must not wait),
-#: ``owns(fd)`` and ``dispatch([(fd, events)])``, and ``close()`` when it closes.
+#: ``owns(fd)`` and ``dispatch([(fd, events)])``, ``cancel_all()`` (close them all), and ``close()``.
 hook_factory: Callable[[Kernel], Any] | None = None
 
 

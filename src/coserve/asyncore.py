@@ -429,6 +429,9 @@ class _Channels:
             self._retry[fd] = time.monotonic() + delay
             self._update(fd, obj)
 
+    def cancel_all(self) -> None:
+        close_all(self._map, ignore_all=True)
+
     def close(self) -> None:
         for fd in list(self._fds):
             self._unregister(fd)
