@@ -757,12 +757,13 @@ class Kernel:
         ready = self._ready
         woken = 0
         channel_events = None
+        owned = self._hook.owned if self._hook is not None else ()
         for fd, ev in events:
             entry = fds.get(fd)
             if entry is None:
                 if fd == self._wake_fd:
                     self._drain_waker()
-                elif self._hook is not None and self._hook.owns(fd):
+                elif fd in owned:
                     if channel_events is None:
                         channel_events = []
                     channel_events.append((fd, ev))
@@ -1061,7 +1062,7 @@ _HAVE_EVENTFD = hasattr(os, "eventfd")
 #: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
 #: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run
 #: going), ``before_poll()`` (apply registration changes; True if the poll must not wait),
-#: ``owns(fd)`` and ``dispatch([(fd, events)])``, ``cancel_all()`` (close them all), and ``close()``.
+#: its ``owned`` fds (a mapping), ``dispatch([(fd, events)])``, ``cancel_all()`` and ``close()``.
 hook_factory: Callable[[Kernel], Any] | None = None
 
 

@@ -270,6 +270,7 @@ class _Channels:
         self._synced = False
         self._fds: dict[int, Any] = {}  # fd -> channel registered with the poller
         self._masks: dict[int, int] = {}
+        self.owned = self._fds  # the kernel checks membership here (no call per event)
         self._dynamic: set[int] = set()  # fds whose channel overrides readable/writable
         self._retry: dict[int, float] = {}  # listening fds out of descriptors: when to retry
         self._always: dict[int, int] = {}  # fds epoll refuses (regular files): always ready, as poll() says
@@ -286,9 +287,6 @@ class _Channels:
 
     def alive(self) -> bool:
         return bool(self._map)
-
-    def owns(self, fd: int) -> bool:
-        return fd in self._fds
 
     def _sync(self) -> None:
         """Make the registrations match the map (once per loop() call: the map is the truth)."""
@@ -314,8 +312,12 @@ class _Channels:
         self._update(fd, obj)
 
     def _update(self, fd: int, obj: Any) -> None:
-        mask = _poll_flags(obj)  # an error in readable()/writable() leaves loop(), as in the stdlib
-        if fd in self._retry:
+        # _poll_flags written out (this runs after every event); an error in readable()/writable()
+        # leaves loop(), as in the standard library.
+        mask = _IN if obj.readable() else 0
+        if obj.writable() and not obj.accepting:
+            mask |= _OUT
+        if self._retry and fd in self._retry:
             mask &= ~_IN  # out of descriptors: the listener waits for its back-off
         old = self._masks.get(fd, 0)
         if mask == old:
@@ -404,8 +406,10 @@ class _Channels:
 
     def dispatch(self, events: list[tuple[int, int]]) -> None:
         map = self._map
+        fds = self._fds
+        dynamic = self._dynamic
         for fd, flags in events:
-            obj = self._fds.get(fd)
+            obj = fds.get(fd)
             if obj is None or map.get(fd) is not obj:
                 continue  # closed by an earlier handler in this pass
             if self.select_style:
@@ -417,7 +421,9 @@ class _Channels:
                     _exception(obj)
             else:
                 readwrite(obj, flags)
-            if fd not in self._dynamic and map.get(fd) is obj and self._fds.get(fd) is obj:
+            # The handlers may have changed what the channel waits for (a channel that closed
+            # itself has left fds already).
+            if fd not in dynamic and fds.get(fd) is obj:
                 self._update(fd, obj)
 
     def back_off(self, obj: Any) -> None:
@@ -812,11 +818,13 @@ class dispatcher_with_send(dispatcher):  # the standard library's name
         """Queue *data* and send what the socket takes now; returns None, as the standard library's."""
         if self.debug:
             self.log_info(f"sending {data!r}")
+        had = self._out_len
         if data:
-            self._out.append(bytes(data))
-            self._out_len += len(data)
+            self._out.append(data if type(data) is bytes else bytes(data))
+            self._out_len = had + len(data)
         self.initiate_send()
-        _changed(self)
+        if bool(had) != bool(self._out_len):
+            _changed(self)  # it became writable (or stopped being): its registration follows
         return None  # type: ignore[return-value]
 
 
