@@ -64,12 +64,13 @@ def chart(data: dict, path: pathlib.Path, title: str) -> None:
 
 def section(name: str, data: dict) -> str:
     meta = data["meta"]
-    impls = [i for i in ("coserve", "asyncio", "uvloop", "trio", "curio")]
+    impls = ["coserve", "asyncio", "uvloop", "trio", "curio"]
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
     out = [
         f"### {TITLES.get(name, name)}",
         "",
-        f"Measured {meta['date']} ({versions}); N = {meta['n']:,}; rounds: {meta['rounds']}.",
+        f"Measured {meta['date']} at commit {meta.get('commit', '?')} ({versions}); N = {meta['n']:,}; "
+        f"rounds: {meta['rounds']}.",
         "",
         "    " + meta["command"],
         "",
@@ -85,12 +86,15 @@ ECHO_ORDER = ["coserve", "uvloop-protocol", "uvloop-streams", "asyncio-protocol"
               "curio", "gevent", "asyncore", "coserve-asyncore", "threads", "c-epoll"]  # fmt: skip
 
 
-def echo_section(data: dict) -> str:
+def echo_section(
+    data: dict, title: str = "Echo servers: coserve against every peer", chart: str = "echo"
+) -> str:
     meta, med = data["meta"], data["medians"]
     out = [
-        "### Echo servers: coserve against every peer",
+        f"### {title}",
         "",
-        f"Measured {meta['date']} (Python {meta['python']}); {meta['rounds']} interleaved rounds of "
+        f"Measured {meta['date']} at commit {meta.get('commit', '?')} (Python {meta['python']}); "
+        f"{meta['rounds']} interleaved rounds of "
         f"{meta['seconds']:g} s per scenario, medians; server pinned to CPU 0, load generator to CPU 1.",
         "",
         "    " + meta["command"],
@@ -116,11 +120,11 @@ def echo_section(data: dict) -> str:
             mem_cell = f"{mem:,.0f}" if mem is not None else ""
             out.append(f"| {name} | {' | '.join(cells)} | {cpu:.1f} | {ratio} | {mem_cell} |")
         out.append("")
-    out += ["![echo](echo.png)", ""]
+    out += [f"![{chart}]({chart}.png)", ""]
     return "\n".join(out)
 
 
-def echo_chart(data: dict, path: pathlib.Path) -> None:
+def echo_chart(data: dict, path: pathlib.Path, title: str = "Echo benchmark") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +147,7 @@ def echo_chart(data: dict, path: pathlib.Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(scenarios)), scenarios)
     ax.set_ylabel("server CPU microseconds per message (lower is better)")
-    ax.set_title("Echo benchmark: server CPU per message (log scale)", fontsize=10)
+    ax.set_title(f"{title}: server CPU per message (log scale)", fontsize=10)
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,6 +160,12 @@ def main() -> None:
     if echo is not None:
         echo_chart(echo, HERE / "echo.png")
         parts.append(echo_section(echo))
+    ac = load("echo-asyncore")
+    if ac is not None:
+        echo_chart(ac, HERE / "echo-asyncore.png", "asyncore echo")
+        parts.append(
+            echo_section(ac, "asyncore: the standard library's and coserve's, same code", "echo-asyncore")
+        )
     for name in TITLES:
         data = load(name)
         if data is None:

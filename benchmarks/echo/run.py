@@ -147,6 +147,16 @@ def measure(loadgen: str, name: str, scenario: str, seconds: float) -> dict:
         proc.wait()
 
 
+def _commit() -> str:
+    """The commit of the code measured (the tree the benchmark runs from), if it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), check=True)  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default=",".join(SERVERS))
@@ -182,6 +192,7 @@ def main() -> None:
         meta = {
             "command": "python benchmarks/echo/run.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"),
+            "commit": _commit(),
             "python": sys.version.split()[0],
             "rounds": args.rounds,
             "seconds": args.seconds,
