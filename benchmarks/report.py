@@ -135,6 +135,7 @@ def echo_chart(data: dict, path: pathlib.Path, title: str = "Echo benchmark") ->
     names = [n for n in ECHO_ORDER if any(n in med[s] for s in scenarios)]
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.85 / len(names)
+    colors = plt.cm.tab20.colors  # twelve series: more than the default ten colours
     for k, name in enumerate(names):
         xs, ys = [], []
         for j, sc in enumerate(scenarios):
@@ -142,7 +143,8 @@ def echo_chart(data: dict, path: pathlib.Path, title: str = "Echo benchmark") ->
             if v:
                 xs.append(j + (k - (len(names) - 1) / 2) * width)
                 ys.append(v)
-        ax.bar(xs, ys, width, label=name, edgecolor="black" if name == "coserve" else None,
+        ax.bar(xs, ys, width, label=name, color=colors[k % len(colors)],
+               edgecolor="black" if name == "coserve" else None,
                linewidth=1.5 if name == "coserve" else 0)  # fmt: skip
     ax.set_yscale("log")
     ax.set_xticks(range(len(scenarios)), scenarios)
