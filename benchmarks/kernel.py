@@ -34,6 +34,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import commit
+
 IMPLS = ["coserve", "asyncio", "uvloop", "trio", "curio"]
 BENCHES = ["spawn_join", "switch", "timers", "sleepers", "lock", "queue", "memory"]
 UNITS = {"memory": "bytes/task"}
@@ -540,16 +543,6 @@ def instructions_mode(benches, impls, args):
     return results, {}
 
 
-def _commit() -> str:
-    """The commit of the code measured (the tree the benchmark runs from), if it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__)), check=True)  # fmt: skip
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["cpu", "instructions"], default="cpu")
@@ -586,7 +579,7 @@ def main() -> None:
             "rounds": args.rounds if args.mode == "cpu" else 1,
             "n": args.scale,
             "date": time.strftime("%Y-%m-%d"),
-            "commit": _commit(),
+            "commit": commit(),
             "versions": versions(),
         }
         with open(args.out, "w") as f:

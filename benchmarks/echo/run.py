@@ -29,6 +29,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchutil import commit  # noqa: E402
+
 SERVERS_DIR = os.path.join(HERE, "servers")
 BUILD = os.path.join(HERE, "build")
 PY = sys.executable
@@ -147,16 +150,6 @@ def measure(loadgen: str, name: str, scenario: str, seconds: float) -> dict:
         proc.wait()
 
 
-def _commit() -> str:
-    """The commit of the code measured (the tree the benchmark runs from), if it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__)), check=True)  # fmt: skip
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default=",".join(SERVERS))
@@ -192,7 +185,7 @@ def main() -> None:
         meta = {
             "command": "python benchmarks/echo/run.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"),
-            "commit": _commit(),
+            "commit": commit(),
             "python": sys.version.split()[0],
             "rounds": args.rounds,
             "seconds": args.seconds,
