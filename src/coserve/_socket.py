@@ -430,7 +430,7 @@ class Socket:
         # Dropped without close(): the socket object will close the fd (with its own
         # ResourceWarning), so the kernel must forget it first, or a later socket that gets the
         # same number would be believed registered and never woken.
-        if not self._closed:
+        if not self._closed and self._sock.fileno() == self._fd:  # a raw close already gave the number up
             k = _kernel._K
             if k is not None:
                 k.forget_fd(self._fd)
