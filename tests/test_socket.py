@@ -288,7 +288,6 @@ def test_peer_reset_ends_only_that_connection():
         await good.send(b"still fine")
         reply = await good.receive(10)
         good.close()
-        await coserve.sleep(0.05)
         server.close()
         return reply
 
@@ -449,7 +448,7 @@ def test_exit_stops_the_server_and_run_returns_when_handlers_end():
 
 def test_a_server_keeps_run_going_until_cancel_all():
     async def stopper():
-        await coserve.sleep(0.05)
+        await wait_all_tasks_blocked()  # the server waits for connections
         coserve.cancel_all()
 
     serve(echo)
@@ -681,11 +680,9 @@ def test_sigpipe_does_not_kill_and_broken_pipe_is_an_os_error():
         server = serve(hang_up)
         s = await coserve.connect(*server.address)
         server.close()
-        await coserve.sleep(0.01)
         with pytest.raises(OSError) as info:
-            for _ in range(200):
+            for _ in range(200):  # once the buffers are full, send waits until the reset wakes it
                 await s.send(b"z" * 65536)
-                await coserve.sleep(0.001)
         s.close()
         return info.value.errno
 

@@ -101,6 +101,7 @@ EMFILE_SERVER = textwrap.dedent(
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     served = []
+    three_served = coserve.Event()
 
     async def handler(sock):
         try:
@@ -109,6 +110,8 @@ EMFILE_SERVER = textwrap.dedent(
             return  # one of the flood, closed without a word
         await sock.send(b"k")
         served.append(1)
+        if len(served) == 3:
+            three_served.set()
 
     async def main():
         server = coserve.serve_tcp(handler, "127.0.0.1", 0, backlog=512)
@@ -119,8 +122,7 @@ EMFILE_SERVER = textwrap.dedent(
         cpu = sum(os.times()[:2]) - cpu0
         print(f"cpu {cpu:.3f} served {len(served)}", flush=True)
         sys.stdin.readline()           # the parent closed the flood
-        while len(served) < 3:
-            await coserve.sleep(0.01)
+        await three_served.wait()
         print(f"served {len(served)}", flush=True)
         server.close()
 

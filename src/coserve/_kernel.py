@@ -97,12 +97,6 @@ def wait_writable(fd: int, timeout: float | None = None) -> Generator[Any, Any, 
 
 
 @types.coroutine
-def sleep_trap(seconds: float) -> Generator[Any, Any, None]:
-    """Park for *seconds* on the timer heap; 0 just goes to the back of the ready queue."""
-    yield (_SLEEP, seconds)
-
-
-@types.coroutine
 def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, Any]:
     """Park on *waitable*: the kernel calls ``waitable._park(task, arg)``, which must set the undo.
 

@@ -142,12 +142,10 @@ class Socket:
                 return result
             self._streak = 0
             timeout = self.send_timeout if write else self.receive_timeout
-            if want_write:
+            if want_write:  # close() wakes this wait with SocketClosed, so no check after it
                 await wait_writable(self._fd, timeout)
             else:
                 await wait_readable(self._fd, timeout)
-            if self._closed:
-                raise SocketClosed("the socket was closed")
 
     async def _recv(self, n: int) -> bytes:
         """At least one byte (up to *n*), or b"" at the end of the stream."""
