@@ -648,48 +648,85 @@ def test_wait_all_tasks_blocked_runs_everyone_else_first():
 # --- when an error counts as uncaught ----------------------------------------------------
 
 
-def test_error_of_a_task_awaited_later_is_not_reported(errors):
+def test_error_of_a_task_nobody_awaits_is_reported_when_it_ends_and_still_raised_later(errors):
     async def bad():
-        raise ValueError("handled later")
+        raise ValueError("nobody waits")
 
     async def main():
         t = coserve.spawn(bad)
         await coserve.sleep(0)
-        await coserve.sleep(0)  # bad has ended; nobody has looked yet
-        assert t.done()
+        await coserve.sleep(0)  # bad has ended with nobody awaiting it: that is uncaught
+        assert t.done() and [str(e) for e, _ in errors] == ["nobody waits"]
         with pytest.raises(ValueError):
-            await t
+            await t  # awaiting it later still raises it to the awaiter
 
     coserve.run(main)
-    assert errors == []
+    assert len(errors) == 1
 
 
-def test_error_of_a_kept_task_is_reported_when_it_is_dropped(errors):
-    kept = []
+def test_error_after_a_sleep_or_an_event_is_reported_at_once_without_the_garbage_collector(errors):
+    # A wait's undo argument (a sleep's heap entry, a wait-queue token) referred back to the task:
+    # with the Task kept, the report waited for the cyclic GC or the end of the run.
+    import gc
 
-    async def bad():
-        raise ValueError("never looked at")
+    seen = []
+
+    async def after_sleep():
+        await coserve.sleep(0.001)
+        raise ValueError("after sleep")
+
+    async def after_event(ev):
+        await ev.wait()
+        raise ValueError("after event")
 
     async def main():
-        kept.append(coserve.spawn(bad))
-        await coserve.sleep(0)
-        await coserve.sleep(0)
-        assert errors == []  # still retrievable
-        kept.clear()
-        await coserve.sleep(0)  # the report is delivered at the next pass
+        ev = coserve.Event()
+        kept = [coserve.spawn(after_sleep), coserve.spawn(after_event, ev)]
+        while not kept[0].done():
+            await coserve.sleep(0.001)
+        seen.append([str(e) for e, _ in errors])
+        ev.set()
+        while not kept[1].done():
+            await coserve.sleep(0)
+        seen.append([str(e) for e, _ in errors])
 
-    coserve.run(main)
-    assert [str(e) for e, _ in errors] == ["never looked at"]
+    gc.disable()
+    try:
+        coserve.run(main)
+    finally:
+        gc.enable()
+    assert seen == [["after sleep"], ["after sleep", "after event"]]
 
 
-def test_error_of_a_task_in_a_reference_cycle_is_reported_by_the_end_of_run(errors):
+def test_error_of_a_task_in_a_reference_cycle_is_reported_when_it_ends(errors):
+    seen = []
+
     async def bad():
         me = coserve.current_task()  # the frame now refers to its own task: a cycle
         raise ValueError(me.name)
 
-    coserve.spawn(bad, name="cyclic")
-    coserve.run()
-    assert [(str(e), n) for e, n in errors] == [("cyclic", "cyclic")]
+    async def main():
+        coserve.spawn(bad, name="cyclic")
+        await coserve.sleep(0)
+        await coserve.sleep(0)
+        seen.extend((str(e), n) for e, n in errors)
+
+    coserve.run(main)
+    assert seen == [("cyclic", "cyclic")]
+
+
+def test_an_awaited_task_s_error_is_not_reported(errors):
+    async def bad():
+        await coserve.sleep(0)
+        raise ValueError("received")
+
+    async def main():
+        t = coserve.spawn(bad)
+        with pytest.raises(ValueError):
+            await t  # awaiting before it ends: the awaiter receives it, nothing is uncaught
+
+    coserve.run(main)
+    assert errors == []
 
 
 def test_traceback_starts_in_the_task_not_in_the_kernel():

@@ -43,7 +43,6 @@ request does not grow the heap without bound.
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import heapq
 import inspect
 import itertools
@@ -177,8 +176,6 @@ class Task:
         """The task's return value; raises its exception, or Cancelled, if it ended with one."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
-        if type(self) is _UnretrievedTask:
-            self._retrieved()  # its error is delivered here: nothing left to report
         if self._exception is not None:
             if isinstance(self._exception, Cancelled):
                 raise Cancelled(f"task {self.name!r} was cancelled")
@@ -189,8 +186,6 @@ class Task:
         """The exception the task ended with, or None; raises if it has not ended."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
-        if type(self) is _UnretrievedTask:
-            self._retrieved()
         return self._exception
 
     def __await__(self) -> Generator[Any, Any, Any]:
@@ -212,40 +207,6 @@ class Task:
     def _unjoin(self, waiter: Task) -> None:
         if self._joiners is not None:
             self._joiners.remove(waiter)
-
-
-class _UnretrievedTask(Task):
-    """A task that ended with an error nobody has received yet.
-
-    An error is reported to the error handler only when it is clear that
-    nobody will receive it: when the task object is released without
-    ``await``, ``result()`` or ``exception()`` having been called (asyncio's
-    "exception was never retrieved"). A fire-and-forget task is released as
-    soon as it ends, so its error is reported at once, as Copas does; one whose
-    ``Task`` is kept and awaited later is not reported at all. Only failed tasks
-    switch to this class (same slots, so the switch is allowed), which keeps
-    the finalizer off the spawn path. A finished task's ``_value`` holds the
-    kernel that reports.
-    """
-
-    __slots__ = ()
-
-    def _retrieved(self) -> None:
-        self._value._unretrieved -= 1
-        self.__class__ = Task
-
-    def __del__(self) -> None:
-        # A finalizer can run at any allocation (inside the cyclic GC): do nothing here but
-        # hand the report to the loop, which delivers it at its next pass.
-        k = self._value
-        k._unretrieved -= 1
-        if k._closed:
-            try:
-                k.report(self._exception, self)
-            except Exception:  # interpreter shutdown: nothing left to report to
-                pass
-        else:
-            k._threadsafe.append((k._report_task, self))
 
 
 # --- wait queues: what every primitive parks on -----------------------------
@@ -457,7 +418,6 @@ class Kernel:
         self._stats: list[float] | None = None
         self.running = False
         self.errors_reported = 0
-        self._unretrieved = 0  # failed tasks whose error nobody has received yet
         self._wind_down_rounds = 0
         self._closed = False
         # Readiness for fds that are not tasks' (coserve.asyncore's dispatchers): see hook_factory.
@@ -879,6 +839,7 @@ class Kernel:
         task._exception = exc
         task._coro = None
         task._pending = None
+        task._undo_arg = None  # a sleep's heap entry refers back to the task: no cycle left behind
         self._tasks.pop(task, None)
         joiners = task._joiners
         if joiners:
@@ -891,12 +852,9 @@ class Kernel:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise exc
             if not (joiners or task._watched or isinstance(exc, Cancelled)):
-                task._value = self
-                task.__class__ = _UnretrievedTask
-                self._unretrieved += 1
-
-    def _report_task(self, task: Task) -> None:
-        self.report(task._exception, task)  # type: ignore[arg-type]
+                # Nobody is waiting for this task: its error is uncaught now (Copas calls the
+                # error handler when the coroutine dies). Awaiting it later still raises it.
+                self.report(exc, task)
 
     def report(self, exc: BaseException, task: Task | None) -> None:
         """Hand an error nobody caught to the error handler (the task's own, or the default)."""
@@ -1004,9 +962,7 @@ class Kernel:
             self._close_task(task)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._unretrieved:
-            gc.collect()  # failed tasks kept alive only by a reference cycle: report them now
-        self._run_threadsafe()  # deliver reports handed over by finalizers
+        self._run_threadsafe()
         if self._hook is not None:
             self._hook.close()
         if self._wake_fd >= 0:
