@@ -110,7 +110,8 @@ def step(timeout: float = 0.0) -> bool:
         raise AlreadyRunning("step() was called while the scheduler is running")
     k.running = True
     try:
-        ran = k.iterate(timeout)
+        # With nothing to do, waiting could only end at the timeout (forever, for inf).
+        ran = k.iterate(timeout if k.has_work() else 0)
         while not k.has_work():
             if k.wind_down():
                 drop_kernel(k)

@@ -515,9 +515,13 @@ class Kernel:
             task._state = READY
             self._ready.append(task)
             return
+        task._state = SLEEPING
+        if seconds == _INF:  # no deadline: sleep_forever(), which does not keep the run going
+            task._undo = _noop
+            task._undo_arg = None
+            return
         entry = [self.time() + seconds, self._seq(), self._wake_sleeper_b, task]
         heapq.heappush(self._timers, entry)
-        task._state = SLEEPING
         task._undo = self._cancel_timer_b
         task._undo_arg = entry
 
@@ -568,7 +572,13 @@ class Kernel:
     # -- timers -----------------------------------------------------------------
 
     def call_at(self, when: float, func: Callable[[Any], Any], arg: Any = None) -> list[Any]:
-        """Call ``func(arg)`` from the loop at kernel time *when*; returns the entry to cancel."""
+        """Call ``func(arg)`` from the loop at kernel time *when*; returns the entry to cancel.
+
+        An infinite *when* is no deadline: the entry is returned already dead and
+        never fires (nor keeps the run going).
+        """
+        if when == _INF:
+            return [when, 0, None, None]
         entry = [when, self._seq(), func, arg]
         heapq.heappush(self._timers, entry)
         return entry
@@ -679,6 +689,8 @@ class Kernel:
                 timeout = 0
         if self._hook is not None and self._hook.before_poll():
             timeout = 0  # the hook served channels that are always ready: do not wait in the poll
+        elif timeout is not None and timeout > MAX_WAIT:
+            timeout = MAX_WAIT  # a far deadline: wake early, the next pass computes the rest
         clock = self._clock
         jump = clock is not None and timeout != 0
         if jump:
@@ -1008,6 +1020,10 @@ class Kernel:
 
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")
+_INF = float("inf")
+#: The longest single wait in the poller, in seconds. epoll_wait takes a C int of milliseconds
+#: (about 24.8 days at most); a later deadline is reached through several waits.
+MAX_WAIT = 86400.0
 
 #: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
 #: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run

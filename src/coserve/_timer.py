@@ -21,6 +21,8 @@ from ._kernel import get_kernel
 
 __all__ = ["Timer", "timer"]
 
+_INF = float("inf")
+
 
 class Timer:
     """A timer that calls ``callback(timer, params)`` after *delay* seconds.
@@ -101,6 +103,9 @@ class Timer:
         k = _kernel._K or get_kernel()
         self._kernel = k
         # The entry calls the plain function _fire(timer): no bound method per arm.
+        if initial_delay == _INF:  # no deadline: armed, but it never fires (nor keeps a run going)
+            self._entry = [_INF, 0, None, None]
+            return self
         entry = self._entry = [k.time() + initial_delay, k._seq(), _fire, self]
         heappush(k._timers, entry)
         return self
@@ -124,8 +129,11 @@ def _fire(t: Timer) -> None:
         now = k.time()
         if due <= now:  # the loop fell behind: skip ahead rather than fire in a burst
             due = now + t.delay
-        entry = t._entry = [due, k._seq(), _fire, t]
-        heappush(k._timers, entry)
+        if due == _INF:
+            t._entry = [_INF, 0, None, None]
+        else:
+            entry = t._entry = [due, k._seq(), _fire, t]
+            heappush(k._timers, entry)
     try:
         result = t.callback(t, t.params)
         if result is not None and isinstance(result, Coroutine):
