@@ -26,7 +26,7 @@ lint: $(VENV)/.test-deps
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
-	COSERVE_POLLER=selectors $(BIN)/python -m pytest -q -m "not slow" tests/test_kernel.py tests/test_io.py
+	COSERVE_POLLER=selectors $(BIN)/python -m pytest -q -m "not slow" tests/test_kernel.py tests/test_io.py tests/test_stale_fds.py tests/test_deadlines.py
 	.ci/other-pythons
 
 test-slow: $(VENV)/.test-deps

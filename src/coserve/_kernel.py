@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from ._errors import Cancelled, CoserveError, ForeignAwaitable, ResourceBusy
+from ._errors import Cancelled, CoserveError, ForeignAwaitable, ResourceBusy, SocketClosed
 from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
 
 __all__ = ["Kernel", "Task", "WaitQueue", "current_kernel", "get_kernel"]
@@ -369,6 +369,10 @@ class Completion:
 # --- the kernel ---------------------------------------------------------------
 
 
+def _closed_behind_our_back() -> BaseException:
+    return SocketClosed("the socket this task waited on was closed directly, behind coserve's back")
+
+
 def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
     where = f"task {task.name!r}" if task is not None else "a timer callback"
     logger.error("uncaught error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
@@ -568,6 +572,32 @@ class Kernel:
             self._poller.unregister(fd)
         except (OSError, ValueError):
             pass
+
+    def claim_fd(self, fd: int) -> None:
+        """A socket object now stands behind *fd*: make sure the kernel's belief about it is true.
+
+        The kernel believes an fd it has waited on is registered with the poller.
+        If the file behind that number was closed without :meth:`forget_fd` (a raw
+        socket closed behind a ``Socket``'s back, a listening socket closed after
+        ``remove_server(keep_open=True)``), epoll dropped the registration silently,
+        and a new file that got the same number would never wake its waiter. So
+        whoever adopts an fd calls this: a registration nobody waits on is dropped
+        (the next wait registers anew); one with waiters is probed (an epoll modify
+        fails with ENOENT exactly when it belonged to a closed file), and the
+        waiters of a closed file are woken with :class:`coserve.SocketClosed`.
+        """
+        entry = self._fds.get(fd)
+        if entry is None:
+            return
+        if entry[0] is None and entry[1] is None:
+            del self._fds[fd]
+            try:
+                self._poller.unregister(fd)
+            except (OSError, ValueError):
+                pass
+            return
+        if self._poller.stale(fd, entry[2]):
+            self.forget_fd(fd, _closed_behind_our_back)
 
     # -- timers -----------------------------------------------------------------
 

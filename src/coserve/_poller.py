@@ -1,7 +1,8 @@
 """Readiness polling: epoll on Linux, the ``selectors`` module elsewhere.
 
 The kernel talks to one small interface: ``register(fd, mask)``,
-``modify(fd, mask)``, ``unregister(fd)``, ``poll(timeout) -> [(fd, events)]``
+``modify(fd, mask)``, ``unregister(fd)``, ``poll(timeout) -> [(fd, events)]``,
+``stale(fd, mask)`` (does the registration belong to a file closed since?)
 and ``close()``. Masks and events use epoll's bit values everywhere (``IN``,
 ``OUT``, ``ERR``, ``HUP``), so the kernel never translates on the hot path when
 epoll is in use.
@@ -45,9 +46,23 @@ class SelectorPoller:
 
     def __init__(self) -> None:
         self._sel = selectors.DefaultSelector()
+        self._files: dict[int, tuple[int, int]] = {}  # fd -> (st_dev, st_ino) of the file registered
 
     def register(self, fd: int, mask: int) -> None:
         self._sel.register(fd, _to_sel(mask))
+        try:
+            st = os.fstat(fd)
+            self._files[fd] = (st.st_dev, st.st_ino)
+        except OSError:
+            self._files.pop(fd, None)
+
+    def stale(self, fd: int, mask: int) -> bool:
+        """True if *fd*'s registration belongs to a file that was closed (the number now has another)."""
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return True
+        return self._files.get(fd) != (st.st_dev, st.st_ino)
 
     def modify(self, fd: int, mask: int) -> None:
         try:
@@ -56,6 +71,7 @@ class SelectorPoller:
             raise FileNotFoundError(errno.ENOENT, "fd not registered") from None
 
     def unregister(self, fd: int) -> None:
+        self._files.pop(fd, None)
         try:
             self._sel.unregister(fd)
         except KeyError:
@@ -90,6 +106,17 @@ class EpollPoller:
         self.unregister = ep.unregister
         self.poll = ep.poll
         self.fileno = ep.fileno
+
+    def stale(self, fd: int, mask: int) -> bool:
+        """True if *fd*'s registration belongs to a file that was closed (the number now has another).
+
+        epoll looks a modify up by (number, open file): it fails with ENOENT exactly then.
+        """
+        try:
+            self._ep.modify(fd, mask)
+        except OSError:
+            return True
+        return False
 
     def close(self) -> None:
         self._ep.close()

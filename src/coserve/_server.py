@@ -76,6 +76,7 @@ class Server:
         sock.setblocking(False)
         k = _kernel.get_kernel()
         self._kernel = k
+        k.claim_fd(sock.fileno())  # the number may have belonged to a file closed behind our back
         if self._stream:
             self._task = k.spawn(self._accept_loop, (), f"{self.name}:accept")
         else:
@@ -173,8 +174,10 @@ class Server:
         k = self._kernel
         k.servers.pop(self, None)
         self._task.cancel()  # the accept loop; for UDP, the handler itself (it *is* the server)
+        # The kernel forgets the fd either way: a socket kept open is handed back clean, and may
+        # be closed, served again or given to another library.
+        k.forget_fd(self._sock.fileno())
         if not keep_open:
-            k.forget_fd(self._sock.fileno())
             self._sock.close()
             if self._unix_path is not None:
                 try:

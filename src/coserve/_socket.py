@@ -94,6 +94,9 @@ class Socket:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
+        k = _kernel._K
+        if k is not None and self._fd in k._fds:
+            k.claim_fd(self._fd)  # the number was known: perhaps a file closed behind our back
         self._rbuf: bytes | bytearray = b""  # a bytearray once a pattern leaves bytes over
         self._ssl = ssl  # the context a later handshake() uses by default
         self._stream = sock.type == socket.SOCK_STREAM
@@ -407,9 +410,32 @@ class Socket:
             return
         self._closed = True
         k = _kernel._K
-        if k is not None:
+        # A raw socket closed directly has given its number up: it may be another file's now.
+        if k is not None and self._sock.fileno() == self._fd:
             k.forget_fd(self._fd, _closed_error)
         self._sock.close()
+
+    def detach(self) -> socket.socket:
+        """Hand the underlying socket back, open, and close this :class:`Socket` without closing it.
+
+        The kernel forgets the fd first (a task waiting on this Socket gets
+        :class:`coserve.SocketClosed`), so the socket may then be closed, given to
+        another library or wrapped again. Received bytes that no receive has
+        returned yet would be lost, so detaching with some buffered raises
+        :class:`coserve.CoserveError`: read them first (``receive_partial()``).
+        """
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if self._rbuf:
+            raise CoserveError(
+                f"{len(self._rbuf)} received bytes are still buffered in this Socket; "
+                "read them (receive_partial()) before detach()"
+            )
+        self._closed = True
+        k = _kernel._K
+        if k is not None:
+            k.forget_fd(self._fd, _closed_error)
+        return self._sock
 
     async def aclose(self) -> None:
         """Close the socket; on TLS, first try to say close_notify (without waiting for the peer)."""
@@ -535,6 +561,9 @@ async def _connect_one(info: tuple[Any, ...], local_addr: Any) -> socket.socket:
     family, type_, proto, _, addr = info
     sock = socket.socket(family, type_, proto)
     fd = sock.fileno()
+    k = _kernel._K
+    if k is not None and fd in k._fds:
+        k.claim_fd(fd)
     try:
         sock.setblocking(False)
         if local_addr is not None:
