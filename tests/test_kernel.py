@@ -746,3 +746,68 @@ def test_traceback_starts_in_the_task_not_in_the_kernel():
         frames.append(tb.tb_frame.f_code.co_name)
         tb = tb.tb_next
     assert "_run_ready" not in frames and frames[-1] == "bad"
+
+
+# --- callbacks from other threads ---------------------------------------------------------
+
+
+def _run_in_a_thread(target):
+    box = {}
+
+    def body():
+        try:
+            box["result"] = target()
+        except BaseException as e:  # pragma: no cover - reported by the assertion below
+            box["error"] = e
+
+    t = threading.Thread(target=body)
+    t.start()
+    return t, box
+
+
+def test_from_callback_called_from_another_thread_wakes_the_loop_at_once_whoever_made_the_kernel():
+    # The kernel is made here (spawn before run), then run() in another thread; the callback comes
+    # from this thread. The loop must be woken through its wake-up fd, not wait for the far sleep.
+    saved = []
+    registered = threading.Event()
+    got = threading.Event()
+    results = []
+
+    async def far_sleeper():
+        await coserve.sleep(60)
+
+    async def waiter():
+        sleeper = coserve.spawn(far_sleeper)
+        value = await coserve.from_callback(lambda cb: (saved.append(cb), registered.set()))
+        results.append(value)
+        got.set()
+        coserve.wakeup(sleeper)
+
+    coserve.spawn(waiter)  # this thread makes the kernel
+    runner, box = _run_in_a_thread(coserve.run)
+    assert registered.wait(10)
+    saved[0]("from main")
+    assert got.wait(10), "the loop was not woken by the callback"
+    runner.join(10)
+    assert results == ["from main"] and "error" not in box
+
+
+def test_from_callback_called_twice_from_another_thread_raises_in_the_caller():
+    saved = []
+    registered = threading.Event()
+    outcome = []
+
+    async def main():
+        value = await coserve.from_callback(lambda cb: (saved.append(cb), registered.set()))
+        return value
+
+    runner, box = _run_in_a_thread(lambda: coserve.run(main))
+    assert registered.wait(10)
+    saved[0](1)
+    try:
+        saved[0](2)
+    except coserve.CoserveError as e:
+        outcome.append(str(e))
+    runner.join(10)
+    assert box.get("result") == 1
+    assert len(outcome) == 1 and "more than once" in outcome[0]

@@ -16,6 +16,7 @@ their ``finally`` blocks run, and then :func:`run` returns.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,7 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
         main_task._watched = True
         main_task._on_done = _main_done
     k.running = True
+    k._thread_id = threading.get_ident()  # the kernel may have been made in another thread
     try:
         k.run_until_done()
     except BaseException:
@@ -109,6 +111,7 @@ def step(timeout: float = 0.0) -> bool:
     if k.running:
         raise AlreadyRunning("step() was called while the scheduler is running")
     k.running = True
+    k._thread_id = threading.get_ident()
     try:
         # With nothing to do, waiting could only end at the timeout (forever, for inf).
         ran = k.iterate(timeout if k.has_work() else 0)

@@ -411,7 +411,7 @@ class Kernel:
         self._wake_sleeper_b = self._wake_sleeper
         self._fd_timeout_b = self._fd_timeout
         self._threadsafe: deque[tuple[Callable[[Any], Any], Any]] = deque()
-        self._thread_id = threading.get_ident()
+        self._thread_id = threading.get_ident()  # the thread that runs it (run() and step() set it)
         self._wake_fd = -1
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.thread_limit = min(32, (os.cpu_count() or 1) + 4)

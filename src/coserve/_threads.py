@@ -10,6 +10,7 @@ is dropped; ``run()`` waits for the pool's threads before it returns.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,7 +62,14 @@ async def from_callback(func: Callable[..., Any], *args: Any) -> Any:
     k.ensure_waker()
     done = Completion(k)
 
+    first = threading.Lock()  # taken by the first call, from whichever thread makes it
+
     def callback(*values: Any) -> None:
+        if not first.acquire(blocking=False):
+            raise CoserveError(
+                f"the callback given to {getattr(func, '__qualname__', func)!r} by from_callback() "
+                "was called more than once"
+            )
         done.settle_threadsafe(None if not values else values[0] if len(values) == 1 else values)
 
     func(*args, callback)
