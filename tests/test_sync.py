@@ -538,3 +538,36 @@ def test_queue_destroy_wakes_poppers():
         return await t
 
     assert run(main) is True
+
+
+def test_queue_destroy_with_an_idle_worker_reports_nothing(errors):
+    # An idle worker waits in pop(); destroy() must end it quietly, not as a task
+    # that failed with Destroyed (which the error handler would report).
+    q = coserve.Queue()
+    done = []
+
+    async def main():
+        worker = q.add_worker(done.append)
+        q.push(1)
+        await wait_all_tasks_blocked()
+        q.destroy()
+        with pytest.raises(coserve.Cancelled):
+            await worker
+        return q.workers
+
+    assert coserve.run(main) == frozenset()
+    assert done == [1]
+    assert errors == []
+
+
+def test_queue_destroyed_by_its_own_worker_reports_nothing(errors):
+    q = coserve.Queue()
+
+    async def main():
+        worker = q.add_worker(lambda item: q.destroy())
+        q.push(1)
+        await worker
+        return q.workers
+
+    assert coserve.run(main) == frozenset()
+    assert errors == []

@@ -445,10 +445,13 @@ class Queue:
         """Discard the items, cancel the workers; waiters and later calls raise :class:`coserve.Destroyed`."""
         self._destroyed = True
         self._items.clear()
-        self._getters.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
-        self._drained.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
+        # Workers first: cancelling undoes an idle worker's wait in pop(), so the
+        # Destroyed thrown below reaches only outside callers, never a worker
+        # (which would end with an error nobody asked for).
         for worker in list(self._workers):
             worker.cancel()
+        self._getters.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
+        self._drained.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
 
     def add_worker(self, func: Callable[[Any], Any]) -> Task:
         """Start a task that pops items and calls ``func(item)`` (plain or async) until the queue stops.
@@ -464,7 +467,7 @@ class Queue:
             while True:
                 try:
                     item = await self.pop()
-                except Stopping:
+                except (Stopping, Destroyed):  # the queue's end, not the worker's error
                     return
                 try:
                     result = func(item)
