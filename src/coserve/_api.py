@@ -23,6 +23,7 @@ from typing import Any
 from . import _kernel
 from ._errors import AlreadyRunning, Cancelled, CoserveError
 from ._kernel import Kernel, Task, drop_kernel, get_kernel
+from ._time import check_seconds
 
 __all__ = [
     "cancel_all",
@@ -139,14 +140,19 @@ def finished() -> bool:
     return k is None or not k.has_work()
 
 
-def exit() -> None:
+def exit(grace: float | None = None) -> None:
     """Begin an orderly shutdown: servers stop accepting and :func:`wait_for_exit` returns.
 
-    :func:`run` returns once the remaining tasks have ended.
+    :func:`run` returns once the remaining tasks have ended. By default (None)
+    it waits for them however long they take, as Copas does; with *grace*, the
+    tasks still running *grace* seconds after the call are cancelled (as
+    :func:`cancel_all` does), so that their ``finally`` blocks run and the run
+    ends. A run whose tasks end sooner returns sooner.
     """
+    limit = check_seconds(grace, "exit()'s grace")
     k = _kernel._K
     if k is not None:
-        k.begin_exit()
+        k.begin_exit(limit)
 
 
 def exiting() -> bool:

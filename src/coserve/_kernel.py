@@ -393,6 +393,8 @@ class Kernel:
         self._ready: deque[Task] = deque()
         self._timers: list[list[Any]] = []
         self._ntimers_dead = 0
+        self._grace: list[Any] | None = None  # exit(grace)'s timer: it does not keep the run going
+        self._weak_timers = 0  # live heap entries that do not count as work (the grace timer)
         self._seq = itertools.count().__next__
         self._ids = itertools.count(1).__next__
         self._fds: dict[int, list[Any]] = {}  # fd -> [reader, writer, registered mask]
@@ -686,7 +688,7 @@ class Kernel:
         return bool(
             self._ready
             or self._pending_io
-            or len(self._timers) > self._ntimers_dead
+            or len(self._timers) > self._ntimers_dead + self._weak_timers
             or self._threadsafe
             or (self._hook is not None and self._hook.alive())
         )
@@ -923,11 +925,33 @@ class Kernel:
 
     # -- shutting down ------------------------------------------------------------
 
-    def begin_exit(self) -> None:
-        """exit(): servers stop accepting and wait_for_exit() returns, in every task."""
+    def begin_exit(self, grace: float | None = None) -> None:
+        """exit(): servers stop accepting and wait_for_exit() returns, in every task.
+
+        With *grace*, the tasks still running *grace* seconds later are cancelled
+        (:meth:`cancel_all`). The grace timer is no work of its own: a run whose
+        tasks end sooner returns at once. A later, shorter grace wins.
+        """
         self.exiting = True
+        if grace is not None:
+            when = self.time() + grace
+            if self._grace is None or when < self._grace[0]:
+                if self._grace is not None:
+                    self.cancel_timer(self._grace)
+                    self._weak_timers -= 1
+                self._grace = self.call_at(when, self._grace_over, grace)
+                self._weak_timers += 1
         self._close_servers()
         self._exit_waiters.wake_all()
+
+    def _grace_over(self, grace: float) -> None:
+        self._grace = None
+        self._weak_timers -= 1
+        if self._tasks:
+            logger.warning(
+                "%d task(s) still running %g s after exit(); cancelling them", len(self._tasks), grace
+            )
+        self.cancel_all()
 
     def _close_servers(self) -> None:
         for close in list(self.servers.values()):

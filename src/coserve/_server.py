@@ -29,8 +29,8 @@ from typing import Any
 from . import _kernel
 from ._errors import CoserveError
 from ._kernel import Task, WaitQueue, wait_readable
-from ._socket import Socket, make_ssl_context
-from ._time import sleep
+from ._socket import Socket, check_handler, make_ssl_context
+from ._time import check_seconds, sleep
 
 __all__ = ["Server", "add_server", "remove_server", "serve_tcp", "serve_udp", "serve_unix"]
 
@@ -39,6 +39,8 @@ logger = logging.getLogger("coserve")
 Handler = Callable[[Socket], Awaitable[Any]]
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _ACCEPT_BATCH = 64
+#: How long a TLS client has to finish its handshake unless the server says otherwise (seconds).
+DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 
 
 class Server:
@@ -52,13 +54,15 @@ class Server:
         name: str | None,
         ssl: Any = None,
         unix_path: str | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
-        if not callable(handler):
-            raise TypeError(f"a server's handler must be an async function, not {handler!r}")
+        # Everything is checked before the server starts: a bad argument is the caller's error,
+        # raised here, never a dead accept loop behind a listener that is still open.
+        check_handler(handler)
+        self._timeout = check_seconds(timeout, "a server's timeout")
+        self._handshake_timeout = check_seconds(handshake_timeout, "handshake_timeout")
         self._sock = sock
         self._handler = handler
-        #: The timeout each connection's socket inherits (see Socket.settimeout).
-        self.timeout = timeout
         self._ssl = make_ssl_context(ssl, server_side=True) if ssl is not None else None
         self._unix_path = unix_path
         self._stream = sock.type == socket.SOCK_STREAM
@@ -85,6 +89,29 @@ class Server:
 
     def __repr__(self) -> str:
         return f"<coserve.Server {self.name!r} {self.address!r} active={self.active}>"
+
+    @property
+    def timeout(self) -> float | None:
+        """The timeout each connection's socket inherits (see Socket.settimeout); None: no limit."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout = check_seconds(value, "a server's timeout")
+
+    @property
+    def handshake_timeout(self) -> float | None:
+        """How long a TLS client has to finish its handshake (seconds, 60 by default; None: no limit).
+
+        It bounds what a client can hold before the handler runs, whatever
+        :attr:`timeout` is (as nginx bounds a client's first bytes with its
+        ``client_header_timeout``). A client that runs out of time is closed.
+        """
+        return self._handshake_timeout
+
+    @handshake_timeout.setter
+    def handshake_timeout(self, value: float | None) -> None:
+        self._handshake_timeout = check_seconds(value, "handshake_timeout")
 
     @property
     def socket(self) -> socket.socket:
@@ -123,7 +150,11 @@ class Server:
                 logger.warning("server %r: accepting again", self.name)
                 backoff = 0.0
             self.accepted += 1
-            self._start_client(k, conn)
+            try:
+                self._start_client(k, conn)
+            except Exception as e:  # one client's setup must never stop the server
+                conn.close()
+                k.report(e, k._current)
             batch += 1
             if batch >= _ACCEPT_BATCH:
                 batch = 0
@@ -135,9 +166,13 @@ class Server:
         if conn.family != socket.AF_UNIX:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock = Socket(conn)
-        sock.settimeout(self.timeout)
-        coro = self._handler(sock) if self._ssl is None else self._serve_tls(sock)
-        task = k.spawn(coro, (), f"{self.name}:client_{self.accepted}")
+        try:
+            sock.settimeout(self._timeout)
+            coro = self._handler(sock) if self._ssl is None else self._serve_tls(sock)
+            task = k.spawn(coro, (), f"{self.name}:client_{self.accepted}")
+        except BaseException:
+            sock.close()
+            raise
         task._sock = sock
         task._on_done = self._client_done_b
         self.active += 1
@@ -150,7 +185,7 @@ class Server:
 
     async def _serve_tls(self, sock: Socket) -> None:
         try:
-            await sock.handshake(self._ssl, server_side=True)
+            await sock.handshake(self._ssl, server_side=True, timeout=self._handshake_timeout)
         except (OSError, TimeoutError) as e:  # ssl.SSLError is an OSError
             # A client that fails its handshake (a scanner, a wrong port, a reset) is the client's
             # problem, not the program's: no error handler, a debug line only.
@@ -163,7 +198,7 @@ class Server:
         task = self._kernel._current
         assert task is not None
         task._sock = sock
-        sock.settimeout(self.timeout)
+        sock.settimeout(self._timeout)
         await self._handler(sock)
 
     def close(self, keep_open: bool = False) -> None:
@@ -191,6 +226,13 @@ class Server:
         """Wait until the server is closed and the handlers of its connections have ended."""
         while not (self._closed and not self.active):
             await self._closed_waiters.wait()
+
+
+def _check_server_arguments(handler: Any, timeout: Any, handshake_timeout: Any) -> None:
+    # Before anything is bound: a port is never taken by a server that cannot start.
+    check_handler(handler)
+    check_seconds(timeout, "a server's timeout")
+    check_seconds(handshake_timeout, "handshake_timeout")
 
 
 def _default_name(sock: socket.socket, address: Any) -> str:
@@ -257,19 +299,23 @@ def serve_tcp(
     ssl: Any = None,
     reuse_port: bool = False,
     timeout: float | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     name: str | None = None,
 ) -> Server:
     """Listen on *host*:*port* (port 0: any free port; see ``Server.address``) and serve each connection.
 
     With *ssl* (an ``ssl.SSLContext`` holding the certificate; its
     ``sni_callback`` can pick another by name) every connection does its TLS
-    handshake before the handler runs.
+    handshake before the handler runs, within *handshake_timeout* seconds.
+    *timeout* is the timeout of each connection's socket. The handler and the
+    timeouts are checked before the port is bound.
     """
+    _check_server_arguments(handler, timeout, handshake_timeout)
     family, address = _address(host, port, socket.SOCK_STREAM)
     sock = _bind(family, socket.SOCK_STREAM, address, reuse_port)
     try:
         sock.listen(backlog)
-        return Server(sock, handler, timeout, name, ssl)
+        return Server(sock, handler, timeout, name, ssl, handshake_timeout=handshake_timeout)
     except BaseException:
         sock.close()
         raise
@@ -282,12 +328,15 @@ def serve_unix(
     backlog: int = 1024,
     ssl: Any = None,
     timeout: float | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     name: str | None = None,
 ) -> Server:
     """Listen on the Unix socket *path* (a stale socket file there is replaced) and serve each connection.
 
-    The socket file is removed when the server closes.
+    The socket file is removed when the server closes. The arguments mean
+    what they mean for :func:`serve_tcp`.
     """
+    _check_server_arguments(handler, timeout, handshake_timeout)
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
@@ -296,7 +345,7 @@ def serve_unix(
     sock = _bind(socket.AF_UNIX, socket.SOCK_STREAM, path)
     try:
         sock.listen(backlog)
-        return Server(sock, handler, timeout, name, ssl, unix_path=path)
+        return Server(sock, handler, timeout, name, ssl, unix_path=path, handshake_timeout=handshake_timeout)
     except BaseException:
         sock.close()
         raise
@@ -312,6 +361,7 @@ def serve_udp(
     name: str | None = None,
 ) -> Server:
     """Bind a UDP socket to *host*:*port* and run ``handler(Socket)`` on it in one task."""
+    _check_server_arguments(handler, timeout, None)
     family, address = _address(host, port, socket.SOCK_DGRAM)
     sock = _bind(family, socket.SOCK_DGRAM, address, reuse_port)
     try:

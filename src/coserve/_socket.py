@@ -30,6 +30,8 @@ a receive that timed out or failed loses nothing: the next one sees them.
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import ipaddress
 import os
 import socket
@@ -43,7 +45,7 @@ from ._errors import ConnectionClosed, CoserveError, DatagramTooLarge, LineTooLo
 from ._kernel import _READ, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
-from ._time import _YIELD, move_on_after, sleep, timeout_after
+from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
 
 __all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
 
@@ -510,12 +512,49 @@ def wrap(sock: socket.socket, ssl: Any = None) -> Socket:
     return Socket(sock, ssl)
 
 
-def handler(func: Callable[[Socket], Awaitable[Any]], ssl: Any = None) -> Callable[[Socket], Awaitable[Any]]:
-    """Wrap a handler so the TLS handshake is done before *func* runs (Copas's ``handler``)."""
+def check_handler(handler: Any, what: str = "a server's handler") -> None:
+    """Refuse, before anything runs, a handler that cannot be called as ``await handler(sock)``.
+
+    It must be an async function (``async def``, a ``functools.partial`` of one,
+    a bound method, or an object with an ``async def __call__``) that takes one
+    positional argument, the connection's :class:`Socket`.
+    """
+    if not callable(handler):
+        raise TypeError(f"{what} must be an async function taking a Socket, not {handler!r}")
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    # An instance is called through its class's __call__; functions, methods and partials directly.
+    direct = inspect.isroutine(handler) or isinstance(handler, functools.partial)
+    call = handler if direct else type(handler).__call__
+    if not inspect.iscoroutinefunction(call):
+        raise TypeError(f"{what} must be an async function (async def handler(sock): ...), but {name} is not")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # pragma: no cover - no signature to check (a C callable)
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            f"{what} is called with one argument, the connection's Socket, "
+            f"but {name}{signature} cannot take it"
+        ) from None
+
+
+def handler(
+    func: Callable[[Socket], Awaitable[Any]], ssl: Any = None, *, handshake_timeout: float | None = 60.0
+) -> Callable[[Socket], Awaitable[Any]]:
+    """Wrap a handler so the TLS handshake is done before *func* runs (Copas's ``handler``).
+
+    The handshake must finish within *handshake_timeout* seconds (None: no
+    limit), or :class:`TimeoutError` is raised in the connection's task.
+    """
+    check_handler(func, "the handler given to coserve.handler()")
+    limit = check_seconds(handshake_timeout, "handshake_timeout")
+    context = make_ssl_context(ssl, server_side=True) if ssl is not None else None
 
     async def tls_handler(sock: Socket) -> Any:
-        if ssl is not None:
-            await sock.handshake(ssl, server_side=True)
+        if context is not None:
+            await sock.handshake(context, server_side=True, timeout=limit)
         return await func(sock)
 
     tls_handler.__name__ = getattr(func, "__name__", "handler")

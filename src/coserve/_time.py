@@ -38,6 +38,22 @@ def _kernel_in_task(what: str) -> _kernel.Kernel:
     return k
 
 
+def check_seconds(value: Any, what: str) -> float | None:
+    """Validate a duration setting: a real number of seconds >= 0, or None (no limit).
+
+    ``inf`` is no limit too, and comes back as None. Raises :class:`TypeError`
+    for a non-number (a string, a bool) and :class:`ValueError` for a negative
+    number or NaN, naming *what* was being set.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {value!r}")
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {value!r}")
+    return None if value == math.inf else float(value)
+
+
 def gettime() -> float:
     """The kernel's clock, in seconds (monotonic; virtual under a mock clock)."""
     k = _kernel._K
