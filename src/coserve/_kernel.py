@@ -120,6 +120,11 @@ class Task:
         "_scopes", "_sock", "_state", "_throw", "_undo", "_undo_arg", "_value", "_watched", "id",
     )  # fmt: skip
 
+    # Set later, before they are read (Task.__init__ sets only what is read first: it is a hot path).
+    _exception: BaseException | None
+    _result: Any
+    _undo_arg: Any
+
     def __init__(self, coro: Coroutine[Any, Any, Any], name: str | None, tid: int) -> None:
         self._coro: Coroutine[Any, Any, Any] | None = coro
         self._name = name
@@ -252,7 +257,7 @@ class WaitQueue:
         """Wake the first waiter with *value*; return it, or None if nobody waits."""
         tokens = self._tokens
         while tokens:
-            task = tokens.popleft()[0]
+            task: Task | None = tokens.popleft()[0]
             if task is not None:
                 self._live -= 1
                 _K._wake(task, value)
@@ -1095,7 +1100,7 @@ def _depth(exc: BaseException) -> int:
 def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
     if isinstance(coro, Coroutine):
         return coro
-    if isinstance(coro, Generator) and coro.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE:
+    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE:
         return coro  # type: ignore[return-value]  # a @types.coroutine generator, like coserve.sleep
     what = getattr(func, "__qualname__", repr(func))
     if isinstance(coro, Generator):

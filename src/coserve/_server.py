@@ -37,6 +37,7 @@ __all__ = ["Server", "add_server", "remove_server", "serve_tcp", "serve_udp", "s
 logger = logging.getLogger("coserve")
 
 Handler = Callable[[Socket], Awaitable[Any]]
+RawSocket = socket.socket  # the module's name, for annotations where Server.socket shadows it
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _ACCEPT_BATCH = 64
 #: How long a TLS client has to finish its handshake unless the server says otherwise (seconds).
@@ -160,7 +161,7 @@ class Server:
                 batch = 0
                 await sleep(0)
 
-    def _start_client(self, k: _kernel.Kernel, conn: socket.socket) -> None:
+    def _start_client(self, k: _kernel.Kernel, conn: RawSocket) -> None:
         # The handler's own coroutine is the connection's task (no wrapper coroutine: an idle
         # connection costs a frame less); the clean-up runs when the task ends, however it ends.
         if conn.family != socket.AF_UNIX:

@@ -274,7 +274,8 @@ class Event:
         if self._set:
             return True
         _current("Event.wait()")
-        return await self._waiters.wait(WAITING)
+        woken: bool = await self._waiters.wait(WAITING)  # set() wakes with True
+        return woken
 
 
 class Condition(_AsyncContext):
