@@ -7,14 +7,14 @@ timers and servers at top level and needs no ``coserve.run()`` of its own::
     import coserve
     coserve.timer(lambda t, p: print("hello"), 1)
 
-The exit status is 1 if the script raised or any task ended with an error
-nobody caught, 0 otherwise.
+The exit status is 1 if the script raised, if any task ended with an error
+nobody caught, or if the run ended with tasks that nothing could wake (they
+are listed in a warning), 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import runpy
 import sys
 import traceback
@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         _kernel.drop_kernel(kernel)
         traceback.print_exc()
         return 1
-    # Tasks the script still referenced are released with its globals: their errors count too.
-    gc.collect()
-    return 1 if kernel.errors_reported else 0
+    # An uncaught error, or tasks left waiting for something that could never happen (a deadlock).
+    return 1 if kernel.errors_reported or kernel.stranded else 0
 
 
 if __name__ == "__main__":

@@ -429,6 +429,10 @@ class Kernel:
         self._stats: list[float] | None = None
         self.running = False
         self.errors_reported = 0
+        #: Tasks cancelled at the end of the run because nothing could ever wake them (a deadlock).
+        self.stranded = 0
+        #: Tasks for which waiting when the run ends is normal (idle queue workers): no warning.
+        self.idle_ok: set[Task] = set()
         self._wind_down_rounds = 0
         self._closed = False
         # Readiness for fds that are not tasks' (coserve.asyncore's dispatchers): see hook_factory.
@@ -1004,10 +1008,20 @@ class Kernel:
                 logger.error("task %r ignored its cancellation; closing it", task.name)
                 self._close_task(task)
             return True
-        for task in list(self._tasks):
-            logger.debug(
-                "cancelling task %r: it waits (%s) for something that cannot happen", task.name, task._state
+        tasks = list(self._tasks)
+        stuck = [t for t in tasks if t not in self.idle_ok]
+        if self._wind_down_rounds == 1 and stuck:
+            # Nothing can wake them: a lock nobody releases, a semaphore nobody gives, an event nobody
+            # sets. Usually a bug (a deadlock), so say so, with where each one waits.
+            self.stranded = len(stuck)
+            more = len(stuck) - _LIST_AT_MOST
+            logger.warning(
+                "the run has nothing left that could wake %d task(s); cancelling them:\n%s%s",
+                len(stuck),
+                "\n".join(f"  {t.name!r} {t._state} at {_where(t)}" for t in stuck[:_LIST_AT_MOST]),
+                f"\n  ... and {more} more" if more > 0 else "",
             )
+        for task in tasks:
             self._cancel_task(task, Cancelled("nothing left that could wake this task"))
         return False
 
@@ -1095,6 +1109,29 @@ def _depth(exc: BaseException) -> int:
     """How deep the timeout scope behind a Cancelled is; -1 (outermost) for a plain cancel."""
     scope = getattr(exc, "_scope", None)
     return -1 if scope is None else scope._depth
+
+
+_LIST_AT_MOST = 20  # tasks named in one warning
+
+
+def _where(task: Task) -> str:
+    """Where a parked task waits: the coserve call it is in, and the line of the task's own code."""
+    frames = []
+    obj: Any = task._coro
+    while obj is not None:
+        f = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if f is not None:
+            frames.append(f)
+        obj = getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+    if not frames:
+        return "?"
+    here = os.path.dirname(__file__)
+    mine = [i for i, f in enumerate(frames) if os.path.dirname(f.f_code.co_filename) != here]
+    caller = frames[mine[-1]] if mine else frames[-1]
+    where = f"{caller.f_code.co_qualname} ({caller.f_code.co_filename}:{caller.f_lineno})"
+    if mine and mine[-1] + 1 < len(frames):
+        return f"{frames[mine[-1] + 1].f_code.co_qualname}, called from {where}"
+    return where
 
 
 def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:

@@ -156,8 +156,11 @@ class Lock(_AsyncContext):
 class Semaphore:
     """A counting semaphore with *max* permits, *start* of them available at first.
 
-    Waiting is strictly FIFO: a task asking for several permits holds back the
-    ones queued behind it until its request can be met.
+    *start* defaults to 0, as in Copas: ``Semaphore(50)`` has no permit until
+    one is given; ``Semaphore(50, 50)`` limits to 50 at a time. Waiting is
+    strictly FIFO: a task asking for several permits holds back the ones queued
+    behind it until its request can be met. ``async with sem:`` takes one
+    permit and gives it back.
     """
 
     def __init__(self, max: int, start: int = 0, timeout: float | None = None) -> None:
@@ -230,6 +233,15 @@ class Semaphore:
             raise TooMany(f"giving {n} would make {self._count + n} permits; the maximum is {self.max}")
         self._count += n
         self._dispatch()
+
+    async def __aenter__(self) -> Semaphore:
+        await self.take()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.give()
 
     def _dispatch(self) -> None:
         waiters = self._waiters
@@ -480,5 +492,12 @@ class Queue:
         self._nworkers += 1
         task = k.spawn(worker, (), f"{self.name}:worker-{self._nworkers}")
         self._workers.add(task)
-        task._on_done = self._workers.discard
+        k.idle_ok.add(task)  # a worker waiting for items when the run ends is idle, not stuck
+        task._on_done = self._worker_done
         return task
+
+    def _worker_done(self, task: Task) -> None:
+        self._workers.discard(task)
+        k = _kernel._K
+        if k is not None:
+            k.idle_ok.discard(task)
