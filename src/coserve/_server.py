@@ -24,10 +24,11 @@ import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
+from ssl import SSLEOFError
 from typing import Any
 
 from . import _kernel
-from ._errors import CoserveError
+from ._errors import ConnectionClosed, CoserveError
 from ._kernel import Task, WaitQueue, wait_readable
 from ._socket import Socket, check_handler, make_ssl_context
 from ._time import check_seconds, sleep
@@ -40,6 +41,11 @@ Handler = Callable[[Socket], Awaitable[Any]]
 RawSocket = socket.socket  # the module's name, for annotations where Server.socket shadows it
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _ACCEPT_BATCH = 64
+# What escapes a handler when the client, not the server, ended the conversation.
+# (Not every ConnectionError: a handler refused by a backend it connects to has a real problem.)
+_PEER_WENT_AWAY = (
+    ConnectionClosed, ConnectionResetError, BrokenPipeError, ConnectionAbortedError, SSLEOFError,
+)  # fmt: skip
 #: How long a TLS client has to finish its handshake unless the server says otherwise (seconds).
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 
@@ -179,6 +185,13 @@ class Server:
         self.active += 1
 
     def _client_done(self, task: Task) -> None:
+        # Called as the task ends, before the kernel decides whether its error is uncaught.
+        exc = task._exception
+        if exc is not None and isinstance(exc, _PEER_WENT_AWAY):
+            # The client left (closed mid-pattern, reset, stopped reading): that ends its
+            # connection, and is no bug of the server's (Copas's handlers see nil, "closed").
+            task._watched = True
+            logger.debug("server %r: %s ended: the client went away (%r)", self.name, task.name, exc)
         self.active -= 1
         task._sock._close_politely()
         if self._closed and not self.active:
