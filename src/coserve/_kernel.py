@@ -1055,11 +1055,27 @@ _INF = float("inf")
 #: (about 24.8 days at most); a later deadline is reached through several waits.
 MAX_WAIT = 86400.0
 
-#: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
-#: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run
-#: going), ``before_poll()`` (apply registration changes; True if the poll must not wait),
-#: its ``owned`` fds (a mapping), ``dispatch([(fd, events)])``, ``cancel_all()`` and ``close()``.
+#: Set by coserve.asyncore (through :func:`install_hook`): ``hook_factory(kernel)`` makes the object
+#: that serves readiness for fds the kernel does not own (dispatchers). The kernel asks it
+#: ``alive()`` (does it keep the run going), ``before_poll()`` (apply registration changes; True
+#: if the poll must not wait), its ``owned`` fds (a mapping), ``dispatch([(fd, events)])``,
+#: ``cancel_all()`` and ``close()``.
 hook_factory: Callable[[Kernel], Any] | None = None
+
+
+def install_hook(factory: Callable[[Kernel], Any]) -> None:
+    """Give every kernel a hook from now on, including the one that already exists.
+
+    The kernel may have been made before the module providing the hook was
+    imported (a task spawned, a timer armed, then ``import coserve.asyncore``):
+    import order must not matter.
+    """
+    global hook_factory
+    with _create_lock:
+        hook_factory = factory
+        k = _K
+        if k is not None and k._hook is None and not k._closed:
+            k._hook = factory(k)
 
 
 def _depth(exc: BaseException) -> int:
@@ -1085,6 +1101,7 @@ def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
 # --- the one kernel -----------------------------------------------------------------
 
 _K: Kernel = None  # type: ignore[assignment]
+_create_lock = threading.Lock()  # two threads making the kernel at once must end up with one
 
 
 def current_kernel() -> Kernel | None:
@@ -1096,7 +1113,9 @@ def get_kernel(clock: Any = None) -> Kernel:
     """The current kernel, created on first use (tasks spawned before run() wait in it)."""
     global _K
     if _K is None:
-        _K = Kernel(clock)
+        with _create_lock:
+            if _K is None:
+                _K = Kernel(clock)
     return _K
 
 

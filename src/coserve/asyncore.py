@@ -458,7 +458,7 @@ def _forget(fd: int) -> None:
         k._hook.forget(fd)
 
 
-_kernel.hook_factory = _Channels
+_kernel.install_hook(_Channels)  # also gives a kernel that exists already its hook
 
 
 # --- dispatchers -------------------------------------------------------------------------------------
