@@ -8,12 +8,15 @@ library, or better where the standard library spins.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
+import coserve
 from coserve import _kernel, asyncore
 
 
@@ -101,3 +104,152 @@ IMPORTED_LATE = """
 @pytest.mark.parametrize("serve", ["asyncore.loop(timeout=1)", "coserve.run()"])
 def test_importing_asyncore_after_a_kernel_exists_still_serves_dispatchers(serve):
     assert run_script(IMPORTED_LATE.replace("{serve}", serve)) == "[b'late import']\n"
+
+
+# --- item 8: out of descriptors under a foreign loop ------------------------------------------------
+
+FOREIGN_EMFILE = """
+    import resource, sys, time
+    from coserve import asyncore
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+    attempts = []
+
+    class Echo(asyncore.dispatcher_with_send):
+        def handle_read(self):
+            data = self.recv(100)
+            if data:
+                self.send(data)
+
+    class Listener(asyncore.dispatcher):
+        out_of_fds = False
+
+        def handle_accept(self):
+            attempts.append(self.out_of_fds)  # counted: every pass that reached accept()
+            super().handle_accept()
+
+        def log_info(self, message, type="info"):  # the probe: when descriptors first ran out
+            if "out of file descriptors" in message:
+                self.out_of_fds = True
+
+        def handle_accepted(self, sock, addr):
+            Echo(sock)
+
+    lst = Listener()
+    lst.create_socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(256)
+    print(lst.socket.getsockname()[1], flush=True)
+    deadline = time.monotonic() + 30
+    while not lst.out_of_fds and time.monotonic() < deadline:  # the program's own loop
+        asyncore.poll2(0.01)
+    window = time.monotonic() + 0.5
+    passes = 0
+    while time.monotonic() < window:
+        asyncore.poll2(0.01)
+        passes += 1
+    print(sum(attempts), passes, flush=True)  # accept() calls while out of descriptors; passes
+    sys.stdin.readline()  # the test frees descriptors now
+    while time.monotonic() < deadline:
+        asyncore.poll2(0.01)
+"""
+
+
+def test_out_of_descriptors_under_a_foreign_poll2_loop_pauses_accepting(tmp_path):
+    # The pause lives in the dispatcher's accept path, so the program's own poll2() loop does not
+    # retry accept() on every pass (it used to: 160k passes in 2 s, every one calling accept()).
+    script = tmp_path / "server.py"
+    script.write_text(textwrap.dedent(FOREIGN_EMFILE))
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    flood = []
+    try:
+        port = int(proc.stdout.readline())
+        for _ in range(60):  # more connections than the server has descriptors for
+            flood.append(socket.create_connection(("127.0.0.1", port)))
+        last = flood[-1]
+        last.settimeout(10)
+        last.send(b"waiting in the backlog")
+        out_of_fds_attempts, passes = map(int, proc.stdout.readline().split())
+        # 0.5 s of back-off (50, 100, 200 ms...) leaves room for a handful of attempts, not one a pass.
+        assert passes >= 5
+        assert out_of_fds_attempts <= 6, (out_of_fds_attempts, passes)
+        for c in flood[:40]:
+            c.close()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert last.recv(100) == b"waiting in the backlog"  # accepting resumed
+    finally:
+        for c in flood:
+            c.close()
+        proc.kill()
+        proc.communicate()
+
+
+def test_accept_paused_after_running_out_is_not_retried_by_any_loop(monkeypatch):
+    # In-process: the listener's own readable()/handle_read_event()/accept() honour the pause.
+    lst = Listener()
+    calls = []
+
+    class FakeSocket:
+        def __init__(self, real):
+            self.real = real
+
+        def accept(self):
+            calls.append(1)
+            raise OSError(24, "Too many open files")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    real = lst.socket
+    lst.socket = FakeSocket(real)
+    assert lst.accept() is None and calls == [1]
+    assert not lst.readable()
+    lst.handle_read_event()
+    assert lst.accept() is None
+    assert calls == [1]  # paused: no accept() system call
+    lst._accept_paused_until = time.monotonic() - 1  # the pause ran out
+    assert lst.readable()
+    lst.handle_read_event()
+    assert calls == [1, 1] and lst._accept_backoff == pytest.approx(0.1)  # the back-off doubles
+    lst.socket = real
+
+
+def test_a_paused_listener_is_retried_when_its_pause_ends_under_coserve_run():
+    # Nothing else wakes the poll (no timer, no timeout): the pause's end must, by itself.
+    lst = Listener()
+    real = lst.socket
+    out_of_fds = []
+
+    class OnceOutOfFds:
+        def accept(self):
+            if not out_of_fds:
+                out_of_fds.append(time.monotonic())
+                raise OSError(24, "Too many open files")
+            return real.accept()
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    lst.socket = OnceOutOfFds()
+
+    async def main():
+        try:
+            async with coserve.timeout_after(5):  # (the pause is 50 ms)
+                s = await coserve.connect("127.0.0.1", lst.port)
+                await s.send(b"after the pause")
+                reply = await s.receive(15)
+                s.close()
+        finally:
+            lst.socket = real
+            asyncore.close_all()
+        return reply
+
+    assert coserve.run(main) == b"after the pause"
+    assert len(out_of_fds) == 1 and lst.accepted == 1

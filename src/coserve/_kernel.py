@@ -717,9 +717,11 @@ class Kernel:
                     timeout = delay
             if self._idle_waiters._live:
                 timeout = 0
-        if self._hook is not None and self._hook.before_poll():
-            timeout = 0  # the hook served channels that are always ready: do not wait in the poll
-        elif timeout is not None and timeout > MAX_WAIT:
+        if self._hook is not None:
+            limit = self._hook.before_poll()  # how long its channels let the poll wait (None: no bound)
+            if limit is not None and (timeout is None or limit < timeout):
+                timeout = limit
+        if timeout is not None and timeout > MAX_WAIT:
             timeout = MAX_WAIT  # a far deadline: wake early, the next pass computes the rest
         clock = self._clock
         jump = clock is not None and timeout != 0
@@ -1057,9 +1059,9 @@ MAX_WAIT = 86400.0
 
 #: Set by coserve.asyncore (through :func:`install_hook`): ``hook_factory(kernel)`` makes the object
 #: that serves readiness for fds the kernel does not own (dispatchers). The kernel asks it
-#: ``alive()`` (does it keep the run going), ``before_poll()`` (apply registration changes; True
-#: if the poll must not wait), its ``owned`` fds (a mapping), ``dispatch([(fd, events)])``,
-#: ``cancel_all()`` and ``close()``.
+#: ``alive()`` (does it keep the run going), ``before_poll()`` (apply registration changes; returns
+#: the longest the poll may wait, 0 for not at all, or None for no bound of its own), its ``owned``
+#: fds (a mapping), ``dispatch([(fd, events)])``, ``cancel_all()`` and ``close()``.
 hook_factory: Callable[[Kernel], Any] | None = None
 
 

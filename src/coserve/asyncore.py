@@ -86,6 +86,9 @@ __all__ = [
 
 _DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
 _OUT_OF_FDS = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
+#: The pause of a listener out of descriptors: the first, and the longest (it doubles in between).
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 1.0
 
 #: The default map of file descriptors to channels.
 socket_map: dict[int, Any] = {}
@@ -272,7 +275,7 @@ class _Channels:
         self._masks: dict[int, int] = {}
         self.owned = self._fds  # the kernel checks membership here (no call per event)
         self._dynamic: set[int] = set()  # fds whose channel overrides readable/writable
-        self._retry: dict[int, float] = {}  # listening fds out of descriptors: when to retry
+        self._retry: dict[int, float] = {}  # listeners out of descriptors: when their pause ends
         self._always: dict[int, int] = {}  # fds epoll refuses (regular files): always ready, as poll() says
         #: Dispatch like the standard library's select() loop (True) or its poll() loop (False).
         self.select_style = False
@@ -317,8 +320,11 @@ class _Channels:
         mask = _IN if obj.readable() else 0
         if obj.writable() and not obj.accepting:
             mask |= _OUT
-        if self._retry and fd in self._retry:
-            mask &= ~_IN  # out of descriptors: the listener waits for its back-off
+        if obj.accepting:
+            until = getattr(obj, "_accept_paused_until", 0.0)
+            if until and until > time.monotonic():
+                mask = 0  # out of descriptors: the listener waits for its pause to end
+                self._retry[fd] = until
         old = self._masks.get(fd, 0)
         if mask == old:
             return
@@ -365,8 +371,8 @@ class _Channels:
         if fd in self._fds:
             self._unregister(fd)
 
-    def before_poll(self) -> bool:
-        """Apply what changed since the last pass; True if the poll must not wait this time."""
+    def before_poll(self) -> float | None:
+        """Apply what changed since the last pass; returns how long the poll may wait (None: no bound)."""
         if not self._synced:
             self._sync()  # first pass under coserve.run(): register what is already in the map
         map = self._map
@@ -389,6 +395,7 @@ class _Channels:
             obj = self._fds.get(fd)
             if obj is not None and map.get(fd) is obj:
                 self._update(fd, obj)
+        limit: float | None = None
         if self._retry:
             now = time.monotonic()
             for fd, when in list(self._retry.items()):
@@ -397,12 +404,14 @@ class _Channels:
                     obj = self._fds.get(fd)
                     if obj is not None:
                         self._update(fd, obj)
+                elif limit is None or when - now < limit:
+                    limit = when - now  # the pause ends then, whatever else the loop waits for
         if self._always:
             self.dispatch(
                 [(fd, mask & (select.POLLIN | select.POLLOUT)) for fd, mask in self._always.items()]
             )
-            return True
-        return False
+            return 0
+        return limit
 
     def dispatch(self, events: list[tuple[int, int]]) -> None:
         map = self._map
@@ -425,15 +434,6 @@ class _Channels:
             # itself has left fds already).
             if fd not in dynamic and fds.get(fd) is obj:
                 self._update(fd, obj)
-
-    def back_off(self, obj: Any) -> None:
-        """A listener ran out of descriptors: stop asking it for accepts for a while."""
-        fd = getattr(obj, "_fileno", None)
-        if fd in self._fds:
-            delay = min(max(getattr(obj, "_coserve_backoff", 0.0) * 2, 0.05), 1.0)
-            obj._coserve_backoff = delay
-            self._retry[fd] = time.monotonic() + delay
-            self._update(fd, obj)
 
     def cancel_all(self) -> None:
         close_all(self._map, ignore_all=True)
@@ -474,6 +474,9 @@ class dispatcher:  # the standard library's name
     closing = False
     addr: Any = None
     ignore_log_types = frozenset({"warning"})
+    # Out of descriptors in accept(): accepting pauses until this monotonic time (see accept()).
+    _accept_paused_until = 0.0
+    _accept_backoff = 0.0
 
     def __init__(self, sock: socket.socket | None = None, map: dict[int, Any] | None = None) -> None:
         self._map = socket_map if map is None else map
@@ -559,8 +562,8 @@ class dispatcher:  # the standard library's name
     # -- predicates for the poll set
 
     def readable(self) -> bool:
-        """True if the channel wants read events (the library's own: always)."""
-        return True
+        """True if the channel wants read events (the library's own: always, but see accept())."""
+        return not self._accept_paused_until or not self._accept_paused()
 
     def writable(self) -> bool:
         """True if the channel wants write events (the library's own: always)."""
@@ -597,7 +600,17 @@ class dispatcher:  # the standard library's name
             raise OSError(err, errorcode[err])
 
     def accept(self) -> tuple[socket.socket, Any] | None:
-        """Accept a connection: ``(sock, addr)``, or None if there is none (or no descriptor for it)."""
+        """Accept a connection: ``(sock, addr)``, or None if there is none (or no descriptor for it).
+
+        Out of descriptors (EMFILE, ENFILE, ...), it returns None and accepting
+        pauses for a back-off, 50 ms doubling to 1 s: ``readable()`` is False,
+        read events do not call ``handle_accept``, and accept() itself returns
+        None at once. The pause lives here, not in a loop, so that any loop
+        driving the listener (coserve's, ``poll2()`` called by the program's own
+        loop, a framework's) stops retrying a call that cannot succeed.
+        """
+        if self._accept_paused_until and self._accept_paused():
+            return None
         try:
             conn, addr = self.socket.accept()
         except TypeError:
@@ -606,20 +619,32 @@ class dispatcher:  # the standard library's name
             if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
                 return None
             if why.errno in _OUT_OF_FDS:
-                # The standard library let this reach handle_error, which closes the listener for
-                # good. The connection waits in the backlog: retry once a descriptor is free.
-                k = _kernel.current_kernel()
-                if k is not None and k._hook is not None:
-                    k._hook.back_off(self)
-                self.log_info(
-                    f"accept: out of file descriptors ({_strerror(why.errno)}); retrying", "warning"
-                )
+                self._pause_accepting(why.errno)
                 return None
             raise
         else:
-            if getattr(self, "_coserve_backoff", 0.0):
-                self._coserve_backoff = 0.0
+            if self._accept_backoff:
+                self._accept_backoff = 0.0
             return conn, addr
+
+    def _pause_accepting(self, err: int) -> None:
+        # The standard library let this error reach handle_error, which closes the listener for
+        # good; retrying at once would spin, as the listener stays readable. The connections wait
+        # in the backlog meanwhile.
+        delay = min(max(self._accept_backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+        self._accept_backoff = delay
+        self._accept_paused_until = time.monotonic() + delay
+        _changed(self)
+        self.log_info(
+            f"accept: out of file descriptors ({_strerror(err)}); retrying in {delay * 1000:.0f} ms",
+            "warning",
+        )
+
+    def _accept_paused(self) -> bool:
+        if time.monotonic() < self._accept_paused_until:
+            return True
+        self._accept_paused_until = 0.0
+        return False
 
     def send(self, data: bytes) -> int:
         """Send *data*; returns the bytes sent (0 if the socket would block, or the peer is gone)."""
@@ -678,6 +703,8 @@ class dispatcher:  # the standard library's name
         """Dispatch a read event: accept, finish a connect, or read."""
         if self.accepting:
             # accepting sockets are never connected, they "spawn" new sockets that are connected
+            if self._accept_paused_until and self._accept_paused():
+                return  # out of descriptors a moment ago (see accept())
             self.handle_accept()
         elif not self.connected:
             if self.connecting:
