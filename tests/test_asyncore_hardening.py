@@ -1,4 +1,4 @@
-"""coserve.asyncore under the conditions an adversarial review found (issue 7).
+"""coserve.asyncore under the conditions an adversarial review found (issue 7, items 7, 8, 10, 12, 13).
 
 Import order, a foreign loop driving the dispatchers (the program's own
 ``poll2()`` loop, or a framework's), several threads each running a loop, and
@@ -8,16 +8,19 @@ library, or better where the standard library spins.
 
 from __future__ import annotations
 
+import gc
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import weakref
 
 import pytest
 
 import coserve
-from coserve import _kernel, asyncore
+from coserve import _kernel, asynchat, asyncore
 
 
 @pytest.fixture(autouse=True)
@@ -253,3 +256,344 @@ def test_a_paused_listener_is_retried_when_its_pause_ends_under_coserve_run():
 
     assert coserve.run(main) == b"after the pause"
     assert len(out_of_fds) == 1 and lst.accepted == 1
+
+
+# --- item 10: nothing keeps a closed channel alive ----------------------------------------------------
+
+
+class Chat(asynchat.async_chat):
+    def __init__(self, sock, map=None):
+        super().__init__(sock, map=map)
+        self.set_terminator(b"\n")
+        self.lines = []
+
+    def collect_incoming_data(self, data):
+        self.lines.append(data)
+
+    def found_terminator(self):
+        self.push(b"".join(self.lines).upper() + b"\n")
+        self.lines = []
+        self.close_when_done()
+
+
+class OwnDelChannel(Chat):
+    """pyftpdlib's way: del_channel overridden, the library's never called."""
+
+    def del_channel(self, map=None):
+        if self._fileno is not None:
+            self._map.pop(self._fileno, None)
+            self._fileno = None
+
+
+class PushAfterClose(Chat):
+    """push() on a channel the peer already closed: it closes, then push() carries on."""
+
+    def found_terminator(self):
+        self.close()
+        self.push(b"too late\n")
+
+
+@pytest.mark.parametrize("handler", [Chat, OwnDelChannel, PushAfterClose])
+def test_a_foreign_loop_leaves_no_closed_channel_referenced(handler):
+    refs = []
+
+    class Server(Listener):
+        def handle_accepted(self, sock, addr):
+            refs.append(weakref.ref(handler(sock)))
+
+    server = Server()
+    for i in range(20):
+        c = socket.create_connection(("127.0.0.1", server.port))
+        c.sendall(b"session %d\n" % i)
+        c.settimeout(5)
+        reply = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the program's own loop, until the session is over
+            asyncore.poll2(0.05)
+            c.setblocking(False)
+            try:
+                chunk = c.recv(100)
+            except BlockingIOError:
+                continue
+            reply += chunk
+            if not chunk:
+                break
+        c.close()
+        if handler is not PushAfterClose:
+            assert reply == b"SESSION %d\n" % i
+    assert len(refs) == 20
+    assert list(asyncore.socket_map.values()) == [server]
+    alive = [r() for r in refs if r() is not None]  # no gc.collect(): references, not cycles
+    assert alive == []
+    server.close()
+
+
+def test_coserves_own_loop_drops_channels_closed_without_the_librarys_del_channel():
+    refs = []
+
+    class Server(Listener):
+        def handle_accepted(self, sock, addr):
+            refs.append(weakref.ref(OwnDelChannel(sock)))
+
+    server = Server()
+    peers = []
+    for i in range(5):
+        c = socket.create_connection(("127.0.0.1", server.port))
+        c.sendall(b"line %d\n" % i)
+        peers.append(c)
+    deadline = time.monotonic() + 10
+    while (len(refs) < 5 or len(asyncore.socket_map) > 1) and time.monotonic() < deadline:
+        asyncore.loop(timeout=0.05, count=1)  # the sessions end; the server stays
+    asyncore.loop(timeout=0.01, count=2)
+    gc.collect()
+    assert [r() for r in refs] == [None] * 5  # the loop, still running, keeps none of them
+    for c in peers:
+        c.close()
+    server.close()
+
+
+# --- item 12: a loop in each of several threads -------------------------------------------------
+
+
+class Client(asyncore.dispatcher):
+    def __init__(self, port, message, map, on_connect=None):
+        super().__init__(map=map)
+        self.create_socket()
+        self.connect(("127.0.0.1", port))
+        self.message = message
+        self.reply = b""
+        self.on_connect = on_connect
+
+    def handle_connect(self):
+        self.send(self.message)
+        if self.on_connect is not None:
+            self.on_connect.set()
+
+    def writable(self):
+        return not self.connected
+
+    def handle_write(self):
+        pass
+
+    def handle_read(self):
+        self.reply += self.recv(100)
+        if len(self.reply) >= len(self.message):
+            self.close()
+
+
+def test_two_threads_each_run_a_loop_over_their_own_map():
+    # Each thread's client talks to the other thread's server: both loops must run at once.
+    maps = [{}, {}]
+    servers = [Listener(map=m, once=True) for m in maps]
+    clients: list[Client] = []
+    failures = []
+    first_in_loop = threading.Event()
+
+    def serve(i):
+        try:
+            if i == 1:
+                assert first_in_loop.wait(10)  # so that the two loops surely run at the same time
+            message = b"hello from thread %d" % i
+            clients.append(Client(servers[1 - i].port, message, maps[i], first_in_loop if i == 0 else None))
+            asyncore.loop(timeout=0.05, map=maps[i], count=400)  # bounded: 20 s at most
+        except BaseException as e:
+            failures.append(e)
+        finally:
+            left = dict(maps[i])
+            asyncore.close_all(maps[i])
+            if left:
+                failures.append(f"thread {i} left {left}")
+
+    threads = [threading.Thread(target=serve, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    assert sorted(c.reply for c in clients) == [b"hello from thread 0", b"hello from thread 1"]
+    assert _kernel.current_kernel() is None  # the threads made kernels of their own, now closed
+
+
+def test_a_thread_loop_and_coserve_run_in_the_main_thread_side_by_side():
+    m = {}
+    server = Listener(map=m, once=True)
+    started = threading.Event()
+    failures = []
+
+    def legacy():
+        try:
+            started.set()
+            asyncore.loop(timeout=0.05, map=m, count=400)
+        except BaseException as e:
+            failures.append(e)
+        finally:
+            asyncore.close_all(m)
+
+    t = threading.Thread(target=legacy)
+
+    async def main():
+        t.start()
+        s = await coserve.connect("127.0.0.1", server.port)
+        await s.send(b"from a task")
+        reply = await s.receive(11)
+        s.close()
+        return reply
+
+    assert coserve.run(main) == b"from a task"
+    t.join(30)
+    assert failures == [] and started.is_set()
+
+
+# --- item 13: maps changed behind the library's back ------------------------------------------------
+
+
+def passes_during(seconds, map=None):
+    """How many passes asyncore.loop() makes in *seconds* (a busy loop makes tens of thousands)."""
+    n = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        asyncore.loop(timeout=0.05, count=1, map=map)
+        n += 1
+    return n
+
+
+class Reader(asyncore.dispatcher):
+    def __init__(self, sock, events):
+        super().__init__(sock)
+        self.events = events
+
+    def writable(self):
+        return False
+
+    def handle_read(self):
+        self.events.append(("read", self.recv(100)))
+
+    def handle_close(self):
+        self.events.append("close")
+        self.close()
+
+
+class Control(asyncore.dispatcher):
+    """A channel whose handler runs the change under test, from inside the loop."""
+
+    def __init__(self, sock, action):
+        super().__init__(sock)
+        self.action = action
+
+    def writable(self):
+        return False
+
+    def handle_read(self):
+        self.recv(100)
+        self.action()
+
+
+@pytest.fixture
+def control():
+    a, b = socket.socketpair()
+    made = []
+
+    def make(action):
+        made.append(Control(a, action))
+        return b
+
+    yield make
+    b.close()
+
+
+def test_a_channel_put_into_the_map_directly_is_served(control):
+    events = []
+    a, b = socket.socketpair()
+
+    class OldStyle(asyncore.dispatcher):  # never calls dispatcher.__init__: puts itself in the map
+        def __init__(self, sock):
+            self.socket = sock
+            self._fileno = sock.fileno()
+            self.connected = True
+
+        def writable(self):
+            return False
+
+        def handle_read(self):
+            events.append(("read", self.recv(100)))
+
+    def put_directly():
+        asyncore.socket_map[a.fileno()] = OldStyle(a)
+        b.send(b"served")
+
+    trigger = control(put_directly)
+    asyncore.loop(timeout=0.05, count=2)
+    trigger.send(b"go")
+    deadline = time.monotonic() + 10
+    while not events and time.monotonic() < deadline:
+        asyncore.loop(timeout=0.05, count=1)
+    assert events == [("read", b"served")]
+    del asyncore.socket_map[a.fileno()]  # it has no map of its own for close() to leave
+    a.close()
+    b.close()
+
+
+def test_a_channel_deleted_from_the_map_directly_is_dropped_without_spinning(control):
+    events = []
+    a, b = socket.socketpair()
+    reader = Reader(a, events)
+
+    def delete_directly():
+        del asyncore.socket_map[a.fileno()]
+        b.send(b"nobody listens")  # the socket stays open and readable
+
+    trigger = control(delete_directly)
+    asyncore.loop(timeout=0.05, count=2)
+    trigger.send(b"go")
+    assert passes_during(0.3) < 100  # about 6 with a 0.05 s timeout; a spinning loop makes 100,000s
+    assert events == [] and a.fileno() not in asyncore.socket_map
+    reader.close()
+    b.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_a_socket_closed_behind_the_maps_back_gets_handle_close(control, use_poll):
+    # The standard library's poll() loop reports POLLNVAL (handle_close()); its select() loop fails
+    # with EBADF. Both styles call handle_close() here.
+    events = []
+    a, b = socket.socketpair()
+    Reader(a, events)
+    trigger = control(a.close)  # the socket, not the channel
+    asyncore.loop(timeout=0.05, count=2, use_poll=use_poll)
+    trigger.send(b"go")
+    deadline = time.monotonic() + 10
+    while not events and time.monotonic() < deadline:
+        asyncore.loop(timeout=0.05, count=1, use_poll=use_poll)
+    assert events == ["close"]
+    assert len(asyncore.socket_map) == 1  # only the control channel is left
+    b.close()
+
+
+def test_a_channel_that_stays_in_the_map_after_its_socket_closed_is_removed(control, capsys):
+    # The standard library's poll() loop would call this handle_close() on every pass, forever.
+    events = []
+    a, b = socket.socketpair()
+
+    class Stubborn(Reader):
+        def handle_close(self):
+            events.append("close")  # does not close the channel
+
+    stubborn = Stubborn(a, events)
+    trigger = control(a.close)
+    asyncore.loop(timeout=0.05, count=2)
+    trigger.send(b"go")
+    assert passes_during(0.3) < 100
+    assert events == ["close"]
+    assert stubborn not in asyncore.socket_map.values()
+    assert "closed behind the map's back" in capsys.readouterr().out
+    b.close()
+
+
+def test_a_socket_closed_before_loop_gets_handle_close():
+    events = []
+    a, b = socket.socketpair()
+    Reader(a, events)
+    a.close()
+    asyncore.loop(timeout=0.05, count=5)
+    assert events == ["close"] and asyncore.socket_map == {}
+    b.close()
