@@ -387,6 +387,8 @@ class Kernel:
 
     There is one kernel at a time (see :func:`get_kernel`); ``run()`` creates
     it on demand and discards it at the end, so each run starts clean.
+    (coserve.asyncore makes more, one for each other thread that runs an
+    ``asyncore.loop()``; they serve that thread's dispatchers and no task.)
     """
 
     def __init__(self, clock: Any = None, poller: str | None = None) -> None:

@@ -22,17 +22,28 @@ channels stay registered with its epoll instance between passes:
 - a channel that overrides ``readable`` or ``writable`` is asked on every pass,
   as documented, and re-registered only if the answer changed.
 
+Registrations follow the map, which stays the truth as in the standard
+library: channels put into it or deleted from it directly, and sockets closed
+behind its back, are noticed (see ``_Channels``). What changed is noted by
+descriptor, in the hook of the loop running in the thread, so coserve never
+keeps a channel alive, whoever drives the loop (pyftpdlib's IOLoop, or a
+program calling ``poll2()`` itself).
+
 Coroutine tasks, timers and servers of coserve run in the same loop, whether
 the program calls ``asyncore.loop()`` or ``coserve.run()``, so legacy code can
-move one piece at a time. ``poll()`` and ``poll2()`` remain the classic
-one-pass functions (full scans) for code that calls them directly.
+move one piece at a time. That is in the thread that owns coserve's
+scheduler; a loop in any other thread runs on a kernel of that thread's own
+(see ``_loop_kernel``), so several threads can each run a loop over their own
+map. ``poll()`` and ``poll2()`` remain the classic one-pass functions (full
+scans) for code that calls them directly.
 
 Two behaviours changed on purpose, and both are documented in docs/asyncore.md:
 running out of file descriptors in ``accept`` no longer makes the listening
-dispatcher fail for good (it returns ``None`` as for EWOULDBLOCK and the
-listener is retried when a descriptor frees up, with a back-off); and
-``dispatcher_with_send`` keeps its outgoing data without re-copying it on
-every send (no quadratic ``out_buffer + data``).
+dispatcher fail for good (it returns ``None`` as for EWOULDBLOCK, and the
+listener itself pauses for a back-off, so that no loop, coserve's or a
+foreign one, retries it on every pass); and ``dispatcher_with_send`` keeps its
+outgoing data without re-copying it on every send (no quadratic
+``out_buffer + data``).
 """
 
 from __future__ import annotations
