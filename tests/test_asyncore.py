@@ -24,7 +24,6 @@ from coserve import _kernel, asynchat, asyncore
 def clean_map():
     yield
     asyncore.close_all(ignore_all=True)
-    asyncore._dirty.clear()
     k = _kernel.current_kernel()
     if k is not None and not k._tasks:
         _kernel.drop_kernel(k)

@@ -392,6 +392,8 @@ class Kernel:
 
     There is one kernel at a time (see :func:`get_kernel`); ``run()`` creates
     it on demand and discards it at the end, so each run starts clean.
+    (coserve.asyncore makes more, one for each other thread that runs an
+    ``asyncore.loop()``; they serve that thread's dispatchers and no task.)
     """
 
     def __init__(self, clock: Any = None, poller: str | None = None) -> None:
@@ -728,9 +730,11 @@ class Kernel:
                     timeout = delay
             if self._idle_waiters._live:
                 timeout = 0
-        if self._hook is not None and self._hook.before_poll():
-            timeout = 0  # the hook served channels that are always ready: do not wait in the poll
-        elif timeout is not None and timeout > MAX_WAIT:
+        if self._hook is not None:
+            limit = self._hook.before_poll()  # how long its channels let the poll wait (None: no bound)
+            if limit is not None and (timeout is None or limit < timeout):
+                timeout = limit
+        if timeout is not None and timeout > MAX_WAIT:
             timeout = MAX_WAIT  # a far deadline: wake early, the next pass computes the rest
         clock = self._clock
         jump = clock is not None and timeout != 0
@@ -1098,11 +1102,27 @@ _INF = float("inf")
 #: (about 24.8 days at most); a later deadline is reached through several waits.
 MAX_WAIT = 86400.0
 
-#: Set by coserve.asyncore: ``hook_factory(kernel)`` makes the object that serves readiness for fds
-#: the kernel does not own (dispatchers). The kernel asks it ``alive()`` (does it keep the run
-#: going), ``before_poll()`` (apply registration changes; True if the poll must not wait),
-#: its ``owned`` fds (a mapping), ``dispatch([(fd, events)])``, ``cancel_all()`` and ``close()``.
+#: Set by coserve.asyncore (through :func:`install_hook`): ``hook_factory(kernel)`` makes the object
+#: that serves readiness for fds the kernel does not own (dispatchers). The kernel asks it
+#: ``alive()`` (does it keep the run going), ``before_poll()`` (apply registration changes; returns
+#: the longest the poll may wait, 0 for not at all, or None for no bound of its own), its ``owned``
+#: fds (a mapping), ``dispatch([(fd, events)])``, ``cancel_all()`` and ``close()``.
 hook_factory: Callable[[Kernel], Any] | None = None
+
+
+def install_hook(factory: Callable[[Kernel], Any]) -> None:
+    """Give every kernel a hook from now on, including the one that already exists.
+
+    The kernel may have been made before the module providing the hook was
+    imported (a task spawned, a timer armed, then ``import coserve.asyncore``):
+    import order must not matter.
+    """
+    global hook_factory
+    with _create_lock:
+        hook_factory = factory
+        k = _K
+        if k is not None and k._hook is None and not k._closed:
+            k._hook = factory(k)
 
 
 def _depth(exc: BaseException) -> int:
@@ -1151,6 +1171,7 @@ def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
 # --- the one kernel -----------------------------------------------------------------
 
 _K: Kernel = None  # type: ignore[assignment]
+_create_lock = threading.Lock()  # two threads making the kernel at once must end up with one
 
 
 def current_kernel() -> Kernel | None:
@@ -1162,7 +1183,9 @@ def get_kernel(clock: Any = None) -> Kernel:
     """The current kernel, created on first use (tasks spawned before run() wait in it)."""
     global _K
     if _K is None:
-        _K = Kernel(clock)
+        with _create_lock:
+            if _K is None:
+                _K = Kernel(clock)
     return _K
 
 

@@ -22,17 +22,28 @@ channels stay registered with its epoll instance between passes:
 - a channel that overrides ``readable`` or ``writable`` is asked on every pass,
   as documented, and re-registered only if the answer changed.
 
+Registrations follow the map, which stays the truth as in the standard
+library: channels put into it or deleted from it directly, and sockets closed
+behind its back, are noticed (see ``_Channels``). What changed is noted by
+descriptor, in the hook of the loop running in the thread, so coserve never
+keeps a channel alive, whoever drives the loop (pyftpdlib's IOLoop, or a
+program calling ``poll2()`` itself).
+
 Coroutine tasks, timers and servers of coserve run in the same loop, whether
 the program calls ``asyncore.loop()`` or ``coserve.run()``, so legacy code can
-move one piece at a time. ``poll()`` and ``poll2()`` remain the classic
-one-pass functions (full scans) for code that calls them directly.
+move one piece at a time. That is in the thread that owns coserve's
+scheduler; a loop in any other thread runs on a kernel of that thread's own
+(see ``_loop_kernel``), so several threads can each run a loop over their own
+map. ``poll()`` and ``poll2()`` remain the classic one-pass functions (full
+scans) for code that calls them directly.
 
 Two behaviours changed on purpose, and both are documented in docs/asyncore.md:
 running out of file descriptors in ``accept`` no longer makes the listening
-dispatcher fail for good (it returns ``None`` as for EWOULDBLOCK and the
-listener is retried when a descriptor frees up, with a back-off); and
-``dispatcher_with_send`` keeps its outgoing data without re-copying it on
-every send (no quadratic ``out_buffer + data``).
+dispatcher fail for good (it returns ``None`` as for EWOULDBLOCK, and the
+listener itself pauses for a back-off, so that no loop, coserve's or a
+foreign one, retries it on every pass); and ``dispatcher_with_send`` keeps its
+outgoing data without re-copying it on every send (no quadratic
+``out_buffer + data``).
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 import warnings
 from errno import (
@@ -65,6 +77,7 @@ from errno import (
 from typing import Any
 
 from . import _kernel
+from ._poller import set_mask
 
 __all__ = [
     "ExitNow",
@@ -86,6 +99,9 @@ __all__ = [
 
 _DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
 _OUT_OF_FDS = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
+#: The pause of a listener out of descriptors: the first, and the longest (it doubles in between).
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 1.0
 
 #: The default map of file descriptors to channels.
 socket_map: dict[int, Any] = {}
@@ -221,17 +237,21 @@ def loop(
     """Serve the channels in *map* until it is empty, or for *count* passes.
 
     Each pass waits at most *timeout* seconds. It runs on coserve's kernel
-    (epoll), whatever *use_poll* says: coserve's tasks and timers run in the
-    same passes, and idle channels cost nothing (see the module text).
+    (epoll), whatever *use_poll* says; *use_poll* only chooses how a hang-up
+    or an error is reported, as in the standard library (see the module
+    text). In the thread that owns coserve's scheduler, its tasks and timers
+    run in the same passes; any other thread gets a kernel of its own, so
+    several threads can each run a loop over their own map.
     """
     if map is None:
         map = socket_map
-    k = _kernel.get_kernel()
+    k = _loop_kernel()
     if k.running:
         raise RuntimeError(
-            "asyncore.loop() was called while coserve's scheduler runs (from a task, a timer or a "
-            "handler); dispatchers already run in that loop: return instead"
+            "asyncore.loop() was called while coserve's scheduler runs in this thread (from a task, a "
+            "timer or a handler); dispatchers already run in that loop: return instead"
         )
+    shared = k is _kernel._K
     hook: _Channels = k._hook
     previous = hook.serve(map)
     previous_style = hook.select_style
@@ -239,6 +259,7 @@ def loop(
     # it only as "readable" (read() is called), poll() as POLLHUP/POLLERR (handle_close()).
     hook.select_style = not (use_poll and hasattr(select, "poll"))
     k.running = True
+    k._thread_id = threading.get_ident()
     try:
         if count is None:
             while map:
@@ -250,19 +271,107 @@ def loop(
     finally:
         k.running = False
         hook.select_style = previous_style
-        hook.serve(previous)
-        if not k._tasks and not k.has_work():
-            _kernel.drop_kernel(k)  # nothing left in it: the next loop() or run() starts clean
+        if shared:
+            hook.serve(previous)
+            if not k._tasks and not k.has_work():
+                _kernel.drop_kernel(k)  # nothing left in it: the next loop() or run() starts clean
+        elif not map:
+            _drop_own(k)  # this thread's own kernel; kept while its map has channels (count=...)
+
+
+# --- which kernel a thread's loop runs on ----------------------------------------------------------
+
+
+class _PerThread(threading.local):
+    #: This thread's own kernel: it runs loop() in a thread that does not own coserve's scheduler.
+    kernel: _kernel.Kernel | None = None
+    #: The hook that ran the last pass in this thread: channel changes are noted there.
+    hook: _Channels | None = None
+
+
+_here = _PerThread()
+
+
+def _loop_kernel() -> _kernel.Kernel:
+    """The kernel loop() runs on in this thread.
+
+    coserve's scheduler (the one kernel tasks, timers and servers use) if this
+    thread owns it: it made the scheduler or runs it, or it is the main
+    thread and there is none yet. Any other thread gets a kernel of its own,
+    which serves channels only: the standard library lets each thread run a
+    loop over its own map, and a kernel runs in one thread at a time.
+    """
+    me = threading.get_ident()
+    shared = _kernel._K
+    own = _here.kernel
+    if shared is not None and shared._thread_id == me:
+        if own is not None:
+            _drop_own(own)
+        return shared
+    if own is not None:
+        return own
+    if shared is None and threading.current_thread() is threading.main_thread():
+        shared = _kernel.get_kernel()
+        if shared._thread_id == me:  # (not made by another thread at the same moment)
+            return shared
+    own = _here.kernel = _kernel.Kernel()
+    return own
+
+
+def _drop_own(k: _kernel.Kernel) -> None:
+    if _here.kernel is k:
+        _here.kernel = None
+    _kernel.drop_kernel(k)
+
+
+def _hooks_here() -> list[_Channels]:
+    """The hooks that may have this thread's channels registered."""
+    hooks = [] if _here.hook is None else [_here.hook]
+    shared = _kernel._K
+    for k in (
+        _here.kernel,
+        shared if shared is not None and shared._thread_id == threading.get_ident() else None,
+    ):
+        if k is not None and k._hook is not None and k._hook not in hooks:
+            hooks.append(k._hook)
+    return hooks
 
 
 # --- the kernel's side: keeping channels registered between passes ---------------------------------
 
 _IN = select.POLLIN | select.POLLPRI
 _OUT = select.POLLOUT
+#: Seconds between two sweeps for sockets closed behind the map's back, per channel. A sweep costs
+#: about 0.1 µs a channel, so this keeps it near 1% of a busy loop's time (an idle loop: none).
+_SWEEP_INTERVAL = 1e-5
+_NO_SOCKET = object()
+
+
+def _socket_gone(obj: Any, fd: int) -> bool:
+    """True if *obj*'s socket is no longer the open file at *fd* (it was closed behind the map's back)."""
+    sock = getattr(obj, "socket", _NO_SOCKET)
+    if sock is _NO_SOCKET:
+        return False  # a channel of its own kind (no socket attribute): nothing to check
+    try:
+        return sock is None or sock.fileno() != fd
+    except Exception:
+        return True
 
 
 class _Channels:
-    """Serves one kernel the readiness of a map's channels (installed as the kernel's hook)."""
+    """Serves one kernel the readiness of a map's channels (installed as the kernel's hook).
+
+    The map is the truth, as in the standard library, which rebuilds its poll
+    set from it on every pass. Here registrations persist, so changes are
+    followed: those made through the channels' methods are noted (by fd) in
+    the hook of the loop running in the thread; a map whose size changed
+    (``map[fd] = obj``, ``del map[fd]`` done directly) is compared with the
+    registrations; an event for a channel that is no longer the map's at its
+    fd makes the registration follow the map; and a sweep (after activity,
+    rate-limited) finds sockets closed behind the map's back, which epoll
+    forgets without an event. No channel is referenced here once it has left
+    the map, whoever closed it.
+    """
 
     def __init__(self, kernel: _kernel.Kernel) -> None:
         self._kernel = kernel
@@ -272,32 +381,49 @@ class _Channels:
         self._masks: dict[int, int] = {}
         self.owned = self._fds  # the kernel checks membership here (no call per event)
         self._dynamic: set[int] = set()  # fds whose channel overrides readable/writable
-        self._retry: dict[int, float] = {}  # listening fds out of descriptors: when to retry
+        self._dirty: set[int] = set()  # fds whose channel changed state: recompute before the next poll
+        self._retry: dict[int, float] = {}  # listeners out of descriptors: when their pause ends
         self._always: dict[int, int] = {}  # fds epoll refuses (regular files): always ready, as poll() says
+        self._gone: set[int] = set()  # fds whose socket was closed behind the map's back
+        self._activity = False  # something ran since the last sweep
+        self._swept = 0.0
         #: Dispatch like the standard library's select() loop (True) or its poll() loop (False).
         self.select_style = False
 
+    def _activate(self) -> None:
+        """Run this thread's passes from now on: changes noted in another hook meanwhile are unknown here."""
+        if _here.hook is not self:
+            _here.hook = self
+            self._synced = False
+
     def serve(self, map: dict[int, Any]) -> dict[int, Any]:
         """Serve *map* from now on (loop(map=...) does this); returns the map served before."""
+        self._activate()
         previous = self._map
         if map is not previous or not self._synced:
             self._map = map
-            self._sync()
+            self._sync(full=True)
         return previous
 
     def alive(self) -> bool:
         return bool(self._map)
 
-    def _sync(self) -> None:
-        """Make the registrations match the map (once per loop() call: the map is the truth)."""
+    def _sync(self, full: bool) -> None:
+        """Make the registrations match the map; *full*: ask every channel again (and look at its socket)."""
         self._synced = True
         map = self._map
-        for fd in [fd for fd in self._fds if map.get(fd) is not self._fds[fd]]:
+        fds = self._fds
+        for fd in [fd for fd, obj in fds.items() if map.get(fd) is not obj]:
             self._unregister(fd)
         for fd, obj in list(map.items()):
-            if fd not in self._fds:
+            if fd not in fds:
                 self._place(fd, obj)
-        _dirty.clear()
+            elif full:
+                self._update(fd, obj)
+            if _socket_gone(obj, fd):
+                self._gone.add(fd)
+        if full:
+            self._dirty.clear()
 
     def _place(self, fd: int, obj: Any) -> None:
         cls = type(obj)
@@ -317,8 +443,11 @@ class _Channels:
         mask = _IN if obj.readable() else 0
         if obj.writable() and not obj.accepting:
             mask |= _OUT
-        if self._retry and fd in self._retry:
-            mask &= ~_IN  # out of descriptors: the listener waits for its back-off
+        if obj.accepting:
+            until = getattr(obj, "_accept_paused_until", 0.0)
+            if until and until > time.monotonic():
+                mask = 0  # out of descriptors: the listener waits for its pause to end
+                self._retry[fd] = until
         old = self._masks.get(fd, 0)
         if mask == old:
             return
@@ -331,21 +460,16 @@ class _Channels:
             return
         poller = self._kernel._poller
         try:
-            if old and mask:
-                poller.modify(fd, mask)
-            elif mask:
-                poller.register(fd, mask)
+            if mask:
+                set_mask(poller, fd, mask, registered=bool(old))
             else:
                 poller.unregister(fd)
-        except FileNotFoundError:
-            if mask:
-                poller.register(fd, mask)
-        except FileExistsError:
-            poller.modify(fd, mask)
         except PermissionError:
             self._always[fd] = mask  # a regular file: epoll will not watch it, and it is always ready
-        except (OSError, ValueError):
-            mask = 0  # the fd is gone (closed behind the map's back): it will leave the map
+        except (OSError, ValueError, KeyError):
+            if mask:
+                self._gone.add(fd)  # the fd is not open: its socket was closed behind the map's back
+            mask = 0
         self._masks[fd] = mask
 
     def _unregister(self, fd: int) -> None:
@@ -354,10 +478,10 @@ class _Channels:
         self._retry.pop(fd, None)
         if self._always.pop(fd, None) is not None:
             self._masks.pop(fd, None)
-        elif self._masks.pop(fd, 0):
+        elif self._masks.pop(fd, 0) and fd not in self._kernel._fds:  # (the number may be a task's now)
             try:
                 self._kernel._poller.unregister(fd)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError):
                 pass
 
     def forget(self, fd: int) -> None:
@@ -365,53 +489,109 @@ class _Channels:
         if fd in self._fds:
             self._unregister(fd)
 
-    def before_poll(self) -> bool:
-        """Apply what changed since the last pass; True if the poll must not wait this time."""
-        if not self._synced:
-            self._sync()  # first pass under coserve.run(): register what is already in the map
+    def _lost(self, fd: int, obj: Any) -> None:
+        """*obj*'s socket was closed behind the map's back: epoll forgot it, and no event will come.
+
+        The standard library's poll() loop reports POLLNVAL for such an fd, which
+        calls ``handle_close()`` (its select() loop fails with EBADF); so does
+        this, in both styles. A channel still in the map after that would be
+        reported on every pass (the standard library spins): it is taken out,
+        with an error through ``log_info``.
+        """
+        self._unregister(fd)
+        readwrite(obj, select.POLLNVAL)
         map = self._map
-        if _dirty:
-            for obj in list(_dirty):
-                fd = getattr(obj, "_fileno", None)
-                if fd is None:
-                    continue
-                if map.get(fd) is obj:
-                    if self._fds.get(fd) is not obj:
-                        if fd in self._fds:
-                            self._unregister(fd)
-                        self._place(fd, obj)
-                    else:
-                        self._update(fd, obj)
-                elif self._fds.get(fd) is obj:
-                    self._unregister(fd)
-            _dirty.clear()
+        if map.get(fd) is obj:
+            del map[fd]
+            self._unregister(fd)
+            if getattr(obj, "_fileno", None) == fd:
+                obj._fileno = None  # as del_channel does: a later close() must not touch the fd's next owner
+            obj.log_info(
+                f"the socket of {obj!r} was closed behind the map's back and handle_close() left it in "
+                "the map; it was removed (close the channel with close(), not its socket)",
+                "error",
+            )
+
+    def before_poll(self) -> float | None:
+        """Apply what changed since the last pass; returns how long the poll may wait (None: no bound)."""
+        self._activate()
+        if not self._synced:
+            self._sync(full=True)  # first pass here (or under coserve.run()): ask every channel
+        map = self._map
+        fds = self._fds
+        if self._dirty:
+            self._activity = True
+            dirty, self._dirty = self._dirty, set()
+            for fd in dirty:
+                obj = map.get(fd)
+                if obj is None:
+                    if fd in fds:
+                        self._unregister(fd)
+                elif fds.get(fd) is not obj:
+                    if fd in fds:
+                        self._unregister(fd)
+                    self._place(fd, obj)
+                else:
+                    self._update(fd, obj)
+        if len(map) != len(fds):
+            self._activity = True
+            self._sync(full=False)  # the map was changed directly: map[fd] = obj, del map[fd]
         for fd in list(self._dynamic):
-            obj = self._fds.get(fd)
+            obj = fds.get(fd)
             if obj is not None and map.get(fd) is obj:
                 self._update(fd, obj)
+        limit: float | None = None
+        now = time.monotonic()
         if self._retry:
-            now = time.monotonic()
             for fd, when in list(self._retry.items()):
                 if when <= now:
                     del self._retry[fd]
-                    obj = self._fds.get(fd)
+                    obj = fds.get(fd)
                     if obj is not None:
                         self._update(fd, obj)
+                elif limit is None or when - now < limit:
+                    limit = when - now  # the pause ends then, whatever else the loop waits for
+        if self._activity:
+            due = self._swept + len(fds) * _SWEEP_INTERVAL
+            if now >= due:
+                self._activity = False
+                self._swept = now
+                for fd, obj in fds.items():
+                    if _socket_gone(obj, fd):
+                        self._gone.add(fd)
+            elif limit is None or due - now < limit:
+                limit = due - now
+        if self._gone:
+            gone, self._gone = self._gone, set()
+            for fd in gone:
+                obj = fds.get(fd)
+                if obj is not None and map.get(fd) is obj and _socket_gone(obj, fd):
+                    self._lost(fd, obj)
+            return 0  # its handlers ran: let the next pass see what they changed
         if self._always:
             self.dispatch(
                 [(fd, mask & (select.POLLIN | select.POLLOUT)) for fd, mask in self._always.items()]
             )
-            return True
-        return False
+            return 0
+        return limit
 
     def dispatch(self, events: list[tuple[int, int]]) -> None:
+        self._activity = True
         map = self._map
         fds = self._fds
         dynamic = self._dynamic
         for fd, flags in events:
             obj = fds.get(fd)
-            if obj is None or map.get(fd) is not obj:
+            if obj is None:
                 continue  # closed by an earlier handler in this pass
+            if map.get(fd) is not obj:
+                # Taken out of the map (or replaced) without del_channel: follow the map, or this
+                # level-triggered event would come back on every pass.
+                self._unregister(fd)
+                new = map.get(fd)
+                if new is not None:
+                    self._place(fd, new)
+                continue
             if self.select_style:
                 if flags & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     read(obj)
@@ -426,39 +606,38 @@ class _Channels:
             if fd not in dynamic and fds.get(fd) is obj:
                 self._update(fd, obj)
 
-    def back_off(self, obj: Any) -> None:
-        """A listener ran out of descriptors: stop asking it for accepts for a while."""
-        fd = getattr(obj, "_fileno", None)
-        if fd in self._fds:
-            delay = min(max(getattr(obj, "_coserve_backoff", 0.0) * 2, 0.05), 1.0)
-            obj._coserve_backoff = delay
-            self._retry[fd] = time.monotonic() + delay
-            self._update(fd, obj)
-
     def cancel_all(self) -> None:
         close_all(self._map, ignore_all=True)
 
     def close(self) -> None:
         for fd in list(self._fds):
             self._unregister(fd)
-
-
-#: Channels whose registration must be looked at before the next poll.
-_dirty: set[Any] = set()
+        self._dirty.clear()
+        self._gone.clear()
+        self._map = {}
+        if _here.hook is self:
+            _here.hook = None
 
 
 def _changed(obj: Any) -> None:
-    """The channel's state changed (connected, buffers, accepting...): recompute its interest."""
-    _dirty.add(obj)
+    """The channel's state changed (connected, buffers, accepting...): recompute its interest.
+
+    Only its fd is noted, in the hook of the loop that runs in this thread: nothing here keeps a
+    channel alive, whoever drives the loop (a foreign loop, which has no hook, leaves nothing).
+    """
+    hook = _here.hook
+    if hook is not None:
+        fd = getattr(obj, "_fileno", None)
+        if fd is not None:
+            hook._dirty.add(fd)
 
 
 def _forget(fd: int) -> None:
-    k = _kernel.current_kernel()
-    if k is not None and k._hook is not None:
-        k._hook.forget(fd)
+    for hook in _hooks_here():
+        hook.forget(fd)
 
 
-_kernel.hook_factory = _Channels
+_kernel.install_hook(_Channels)
 
 
 # --- dispatchers -------------------------------------------------------------------------------------
@@ -474,6 +653,10 @@ class dispatcher:  # the standard library's name
     closing = False
     addr: Any = None
     ignore_log_types = frozenset({"warning"})
+    _fileno: int | None = None
+    # Out of descriptors in accept(): accepting pauses until this monotonic time (see accept()).
+    _accept_paused_until = 0.0
+    _accept_backoff = 0.0
 
     def __init__(self, sock: socket.socket | None = None, map: dict[int, Any] | None = None) -> None:
         self._map = socket_map if map is None else map
@@ -529,7 +712,6 @@ class dispatcher:  # the standard library's name
             del map[fd]
         if fd is not None:
             _forget(fd)
-        _dirty.discard(self)
         self._fileno = None
 
     def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
@@ -559,8 +741,8 @@ class dispatcher:  # the standard library's name
     # -- predicates for the poll set
 
     def readable(self) -> bool:
-        """True if the channel wants read events (the library's own: always)."""
-        return True
+        """True if the channel wants read events (the library's own: always, but see accept())."""
+        return not self._accept_paused_until or not self._accept_paused()
 
     def writable(self) -> bool:
         """True if the channel wants write events (the library's own: always)."""
@@ -597,7 +779,17 @@ class dispatcher:  # the standard library's name
             raise OSError(err, errorcode[err])
 
     def accept(self) -> tuple[socket.socket, Any] | None:
-        """Accept a connection: ``(sock, addr)``, or None if there is none (or no descriptor for it)."""
+        """Accept a connection: ``(sock, addr)``, or None if there is none (or no descriptor for it).
+
+        Out of descriptors (EMFILE, ENFILE, ...), it returns None and accepting
+        pauses for a back-off, 50 ms doubling to 1 s: ``readable()`` is False,
+        read events do not call ``handle_accept``, and accept() itself returns
+        None at once. The pause lives here, not in a loop, so that any loop
+        driving the listener (coserve's, ``poll2()`` called by the program's own
+        loop, a framework's) stops retrying a call that cannot succeed.
+        """
+        if self._accept_paused_until and self._accept_paused():
+            return None
         try:
             conn, addr = self.socket.accept()
         except TypeError:
@@ -606,20 +798,32 @@ class dispatcher:  # the standard library's name
             if why.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
                 return None
             if why.errno in _OUT_OF_FDS:
-                # The standard library let this reach handle_error, which closes the listener for
-                # good. The connection waits in the backlog: retry once a descriptor is free.
-                k = _kernel.current_kernel()
-                if k is not None and k._hook is not None:
-                    k._hook.back_off(self)
-                self.log_info(
-                    f"accept: out of file descriptors ({_strerror(why.errno)}); retrying", "warning"
-                )
+                self._pause_accepting(why.errno)
                 return None
             raise
         else:
-            if getattr(self, "_coserve_backoff", 0.0):
-                self._coserve_backoff = 0.0
+            if self._accept_backoff:
+                self._accept_backoff = 0.0
             return conn, addr
+
+    def _pause_accepting(self, err: int) -> None:
+        # The standard library let this error reach handle_error, which closes the listener for
+        # good; retrying at once would spin, as the listener stays readable. The connections wait
+        # in the backlog meanwhile.
+        delay = min(max(self._accept_backoff * 2, _BACKOFF_MIN), _BACKOFF_MAX)
+        self._accept_backoff = delay
+        self._accept_paused_until = time.monotonic() + delay
+        _changed(self)
+        self.log_info(
+            f"accept: out of file descriptors ({_strerror(err)}); retrying in {delay * 1000:.0f} ms",
+            "warning",
+        )
+
+    def _accept_paused(self) -> bool:
+        if time.monotonic() < self._accept_paused_until:
+            return True
+        self._accept_paused_until = 0.0
+        return False
 
     def send(self, data: bytes) -> int:
         """Send *data*; returns the bytes sent (0 if the socket would block, or the peer is gone)."""
@@ -678,6 +882,8 @@ class dispatcher:  # the standard library's name
         """Dispatch a read event: accept, finish a connect, or read."""
         if self.accepting:
             # accepting sockets are never connected, they "spawn" new sockets that are connected
+            if self._accept_paused_until and self._accept_paused():
+                return  # out of descriptors a moment ago (see accept())
             self.handle_accept()
         elif not self.connected:
             if self.connecting:
