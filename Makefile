@@ -23,6 +23,7 @@ demo: $(VENV)/.test-deps
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy --strict src
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"

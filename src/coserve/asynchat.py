@@ -19,7 +19,7 @@ assigning it still sees as bytes (paying a copy only when it does).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from . import asyncore
 from .asyncore import _changed
@@ -119,7 +119,7 @@ class async_chat(asyncore.dispatcher):  # the standard library's name
             elif isinstance(terminator, int):
                 if left < terminator:
                     self._take(left)
-                    self.terminator = self.terminator - left
+                    self.terminator = cast(int, self.terminator) - left  # as the standard library
                 else:
                     self._take(terminator)
                     self.terminator = 0

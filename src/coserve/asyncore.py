@@ -55,6 +55,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from errno import (
     EAGAIN,
     EALREADY,
@@ -252,7 +253,8 @@ def loop(
             "timer or a handler); dispatchers already run in that loop: return instead"
         )
     shared = k is _kernel._K
-    hook: _Channels = k._hook
+    hook = k._hook
+    assert isinstance(hook, _Channels)
     previous = hook.serve(map)
     previous_style = hook.select_style
     # The standard library's two loops report a hang-up or an error differently: select() shows
@@ -349,7 +351,7 @@ _NO_SOCKET = object()
 
 def _socket_gone(obj: Any, fd: int) -> bool:
     """True if *obj*'s socket is no longer the open file at *fd* (it was closed behind the map's back)."""
-    sock = getattr(obj, "socket", _NO_SOCKET)
+    sock: Any = getattr(obj, "socket", _NO_SOCKET)
     if sock is _NO_SOCKET:
         return False  # a channel of its own kind (no socket attribute): nothing to check
     try:
@@ -501,7 +503,7 @@ class _Channels:
         self._unregister(fd)
         readwrite(obj, select.POLLNVAL)
         map = self._map
-        if map.get(fd) is obj:
+        if fd in map and map[fd] is obj:
             del map[fd]
             self._unregister(fd)
             if getattr(obj, "_fileno", None) == fd:
@@ -584,7 +586,8 @@ class _Channels:
             obj = fds.get(fd)
             if obj is None:
                 continue  # closed by an earlier handler in this pass
-            if map.get(fd) is not obj:
+            current: Any = map.get(fd)
+            if current is not obj:
                 # Taken out of the map (or replaced) without del_channel: follow the map, or this
                 # level-triggered event would come back on every pass.
                 self._unregister(fd)
@@ -595,7 +598,7 @@ class _Channels:
             if self.select_style:
                 if flags & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     read(obj)
-                if flags & select.POLLOUT and map.get(fd) is obj and not obj.accepting:
+                if flags & select.POLLOUT and not obj.accepting and map.get(fd) is obj:
                     write(obj)
                 if flags & select.POLLPRI and map.get(fd) is obj:
                     _exception(obj)
@@ -756,12 +759,12 @@ class dispatcher:  # the standard library's name
         _changed(self)
         if os.name == "nt" and num > 5:  # pragma: no cover - Windows
             num = 5
-        return self.socket.listen(num)
+        self.socket.listen(num)
 
     def bind(self, addr: Any) -> None:
         """Bind the socket to *addr*."""
         self.addr = addr
-        return self.socket.bind(addr)
+        self.socket.bind(addr)
 
     def connect(self, address: Any) -> None:
         """Start connecting to *address*; ``handle_connect`` is called once connected."""
@@ -828,7 +831,8 @@ class dispatcher:  # the standard library's name
     def send(self, data: bytes) -> int:
         """Send *data*; returns the bytes sent (0 if the socket would block, or the peer is gone)."""
         try:
-            return self.socket.send(data)
+            sent: int = self.socket.send(data)
+            return sent
         except OSError as why:
             if why.errno == EWOULDBLOCK:
                 return 0
@@ -840,7 +844,7 @@ class dispatcher:  # the standard library's name
     def recv(self, buffer_size: int) -> bytes:
         """Receive at most *buffer_size* bytes; ``b""`` when the peer closed (handle_close is called)."""
         try:
-            data = self.socket.recv(buffer_size)
+            data: bytes = self.socket.recv(buffer_size)
             if not data:
                 # A closed connection is indicated by signaling a read condition, and having recv() return 0.
                 self.handle_close()
@@ -1020,7 +1024,7 @@ class dispatcher_with_send(dispatcher):  # the standard library's name
         """True while connecting or while there is something to send."""
         return (not self.connected) or bool(self._out_len)
 
-    def send(self, data: bytes) -> int:  # type: ignore[override]
+    def send(self, data: bytes) -> int:
         """Queue *data* and send what the socket takes now; returns None, as the standard library's."""
         if self.debug:
             self.log_info(f"sending {data!r}")
@@ -1138,5 +1142,7 @@ if os.name == "posix":
             self.add_channel()
 
 
-_LIBRARY_READABLE = {dispatcher.readable}
-_LIBRARY_WRITABLE = {dispatcher.writable, dispatcher_with_send.writable}
+# The library's own readable()/writable() (asynchat adds its own): a channel class that keeps them
+# needs no call per pass to know its interest.
+_LIBRARY_READABLE: set[Callable[..., bool]] = {dispatcher.readable}
+_LIBRARY_WRITABLE: set[Callable[..., bool]] = {dispatcher.writable, dispatcher_with_send.writable}
