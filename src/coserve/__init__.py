@@ -40,6 +40,7 @@ from ._errors import (
 )
 from ._kernel import Task
 from ._server import Server, add_server, remove_server, serve_tcp, serve_udp, serve_unix
+from ._signals import SignalReceiver, on_signal, open_signal_receiver
 from ._socket import Socket, connect, connect_unix, handler, open_udp, wrap
 from ._sync import Condition, Event, Lock, Queue, Semaphore
 from ._taskgroup import TaskGroup
@@ -67,6 +68,7 @@ __all__ = [
     "ResourceBusy",
     "Semaphore",
     "Server",
+    "SignalReceiver",
     "Socket",
     "SocketClosed",
     "Stopping",
@@ -89,6 +91,8 @@ __all__ = [
     "handler",
     "is_running",
     "move_on_after",
+    "on_signal",
+    "open_signal_receiver",
     "open_udp",
     "remove_server",
     "run",

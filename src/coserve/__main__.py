@@ -9,17 +9,20 @@ timers and servers at top level and needs no ``coserve.run()`` of its own::
 
 The exit status is 1 if the script raised, if any task ended with an error
 nobody caught, or if the run ended with tasks that nothing could wake (they
-are listed in a warning), 0 otherwise.
+are listed in a warning), 130 after Ctrl-C (SIGINT) and 143 after SIGTERM,
+which shut the run down cleanly and print no traceback, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import runpy
+import signal
 import sys
 import traceback
 
 from . import _kernel, run
+from ._signals import SIGNAL_EXIT_BASE
 
 __all__ = ["main"]
 
@@ -51,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                 runpy.run_path(opts.script, run_name="__main__")
         kernel = _kernel.get_kernel()  # the script may have run (and ended) a scheduler of its own
         run()
-    except SystemExit as e:
+    except SystemExit as e:  # sys.exit() in the script, or SIGTERM (128 + 15)
         _kernel.drop_kernel(kernel)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:  # Ctrl-C: the run shut down cleanly; the shell's status for SIGINT
+        _kernel.drop_kernel(kernel)
+        return SIGNAL_EXIT_BASE + signal.SIGINT
     except BaseException:
         _kernel.drop_kernel(kernel)
         traceback.print_exc()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _kernel
+from . import _kernel, _signals
 from ._errors import AlreadyRunning, Cancelled, CoserveError
 from ._kernel import Kernel, Task, drop_kernel, get_kernel
 from ._time import check_seconds
@@ -71,6 +71,7 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
     k.running = True
     k._thread_id = threading.get_ident()  # the kernel may have been made in another thread
     try:
+        _signals.install_shutdown(k)  # SIGINT and SIGTERM: a clean shutdown (main thread only)
         k.run_until_done()
     except BaseException:
         # Ctrl-C, SystemExit from a task, or a bug: let every task unwind before leaving.
@@ -83,6 +84,8 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
     finally:
         k.running = False
         drop_kernel(k)
+    if k.shutdown_signal is not None:
+        _signals.raise_for_signal(k.shutdown_signal)
     if main_task is None:
         return None
     exc = main_task._exception

@@ -422,6 +422,10 @@ class Kernel:
         self._threadsafe: deque[tuple[Callable[[Any], Any], Any]] = deque()
         self._thread_id = threading.get_ident()  # the thread that runs it (run() and step() set it)
         self._wake_fd = -1
+        self._signal_fd = -1  # the signal wake-up socket (see _signals), when signals are handled
+        self._signals: Any = None
+        #: The signal (SIGINT, SIGTERM) that made run() shut down, if one did.
+        self.shutdown_signal: int | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.thread_limit = min(32, (os.cpu_count() or 1) + 4)
         self.exiting = False
@@ -774,6 +778,8 @@ class Kernel:
             if entry is None:
                 if fd == self._wake_fd:
                     self._drain_waker()
+                elif fd == self._signal_fd:
+                    self._signals.drain()
                 elif fd in owned:
                     if channel_events is None:
                         channel_events = []
@@ -960,7 +966,7 @@ class Kernel:
     def _grace_over(self, grace: float) -> None:
         self._grace = None
         self._weak_timers -= 1
-        if self._tasks:
+        if self._tasks and grace:  # grace 0 asked for the cancellation: nothing to warn about
             logger.warning(
                 "%d task(s) still running %g s after exit(); cancelling them", len(self._tasks), grace
             )
@@ -1054,6 +1060,9 @@ class Kernel:
         self._run_threadsafe()
         if self._hook is not None:
             self._hook.close()
+        if self._signals is not None:
+            self._signals.close()
+            self._signals = None
         if self._wake_fd >= 0:
             os.close(self._wake_fd)
             if not _HAVE_EVENTFD:  # pragma: no cover
