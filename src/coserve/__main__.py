@@ -34,12 +34,23 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a Python script as a coserve runtime: its top level runs first, then the "
         "scheduler, until nothing is left to do.",
     )
+    parser.add_argument(
+        "--asyncore",
+        action="store_true",
+        help="run an unchanged asyncore/asynchat program as 'python SCRIPT' would, on coserve's modules",
+    )
     parser.add_argument("-e", dest="code", metavar="CODE", help="run CODE (before SCRIPT, if both are given)")
     parser.add_argument("script", nargs="?", help="the script to run ('-' for standard input)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (sys.argv[1:])")
     opts = parser.parse_args(argv)
     if opts.code is None and opts.script is None:
         parser.error("give a SCRIPT or -e CODE")
+    if opts.asyncore:
+        if opts.code is not None or opts.script == "-":
+            parser.error("--asyncore runs a program file: give its path")
+        from . import compat
+
+        return compat.main([opts.script, *opts.args])
 
     kernel = _kernel.get_kernel()
     try:
