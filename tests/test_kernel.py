@@ -597,8 +597,11 @@ def test_from_callback_sync_later_and_threaded():
     def later(cb):
         later_cbs.append(cb)
 
+    threads = []
+
     def threaded(cb):
-        threading.Thread(target=cb, args=("a", "b")).start()
+        threads.append(threading.Thread(target=cb, args=("a", "b")))
+        threads[0].start()
 
     async def caller():
         await coserve.sleep(0)
@@ -612,6 +615,7 @@ def test_from_callback_sync_later_and_threaded():
         return a, b, c
 
     assert coserve.run(main) == (42, None, ("a", "b"))
+    threads[0].join()  # it may still be returning from the callback when the run ends
 
 
 def test_from_callback_called_twice_is_an_error():
