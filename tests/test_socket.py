@@ -717,3 +717,107 @@ def test_a_socket_dropped_without_close_does_not_confuse_the_kernel():
         return got
 
     assert coserve.run(main) == b"y"
+
+
+# --- a receive that fails loses nothing (issue 7, item 9) ----------------------------------------
+
+
+def _reset(raw: socket.socket) -> None:
+    """Close *raw* with a TCP reset instead of an orderly FIN."""
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.close()
+
+
+async def _tcp_pair():
+    """A coserve Socket and the raw socket at the other end of a loopback TCP connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        s = await coserve.connect(*listener.getsockname())
+        raw, _ = listener.accept()
+    finally:
+        listener.close()
+    return s, raw
+
+
+def test_receive_all_that_times_out_keeps_what_it_received():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"first half, ")
+        s.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):
+            await s.receive("*a")
+        raw.sendall(b"second half")
+        raw.close()
+        data = await s.receive("*a")
+        s.close()
+        return data
+
+    assert coserve.run(main) == b"first half, second half"
+
+
+@pytest.mark.parametrize("pattern", ["*a", "*l", 1000])
+def test_a_cancelled_receive_keeps_what_it_received(pattern):
+    async def main():
+        s, raw = await _tcp_pair()
+        reader = coserve.spawn(s.receive, pattern)
+        raw.sendall(b"received before the cancellation; ")
+        await wait_all_tasks_blocked()  # the reader has those bytes and waits for more
+        reader.cancel()
+        with pytest.raises(coserve.Cancelled):
+            await reader
+        raw.sendall(b"and after\n")
+        raw.close()
+        data = await s.receive("*a")
+        s.close()
+        return data
+
+    assert coserve.run(main) == b"received before the cancellation; and after\n"
+
+
+@pytest.mark.parametrize("pattern", ["*a", "*l", 1000])
+def test_a_reset_mid_pattern_hands_over_what_arrived(pattern):
+    async def main():
+        s, raw = await _tcp_pair()
+        reader = coserve.spawn(s.receive, pattern, b"<")
+        raw.sendall(b"arrived before the reset")
+        await wait_all_tasks_blocked()  # the reader has those bytes and waits for more
+        _reset(raw)
+        with pytest.raises(coserve.ConnectionReset) as info:
+            await reader
+        assert isinstance(info.value, ConnectionResetError) and isinstance(
+            info.value, coserve.ConnectionClosed
+        )
+        assert info.value.errno == errno.ECONNRESET
+        assert s._rbuf == b""  # handed over, not kept as well
+        s.close()
+        return info.value.partial
+
+    assert coserve.run(main) == b"<arrived before the reset"
+
+
+def test_cancellations_at_every_receive_lose_no_byte():
+    # A cancellation delivered at any of a receive's waits, including the turn a busy socket gives
+    # the other tasks, must never land after bytes were taken from the socket.
+    payload = bytes(range(256)) * 4
+
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(payload)
+        raw.close()
+        await wait_all_tasks_blocked()
+        me = coserve.current_task()
+        got = bytearray()
+        for i in range(200):
+            me.cancel()  # delivered at this task's next wait, wherever that is
+            try:
+                got += await s.receive_partial(1 + i % 3)  # each one a recv that fills its request
+                await coserve.sleep(0)  # the cancellation lands here if the receive had no wait
+            except coserve.Cancelled:
+                pass
+        got += await s.receive("*a")
+        s.close()
+        return bytes(got)
+
+    assert coserve.run(main) == payload

@@ -10,11 +10,14 @@ library keeps catching it.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AlreadyArmed",
     "AlreadyRunning",
     "Cancelled",
     "ConnectionClosed",
+    "ConnectionReset",
     "CoserveError",
     "DatagramTooLarge",
     "Destroyed",
@@ -94,6 +97,19 @@ class ConnectionClosed(CoserveError, ConnectionError):
         super().__init__(f"{message} ({len(partial)} bytes arrived before it did)")
         #: The bytes that arrived before the connection closed.
         self.partial = partial
+
+
+class ConnectionReset(ConnectionClosed, ConnectionResetError):
+    """The peer reset the connection before the receive pattern was complete.
+
+    Both a :class:`ConnectionClosed` (``partial`` holds what did arrive) and the
+    :class:`ConnectionResetError` the system reported (``errno`` is ECONNRESET),
+    raised from it.
+    """
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__(partial, "the peer reset the connection")
+        self.errno = errno.ECONNRESET
 
 
 class SocketClosed(CoserveError):

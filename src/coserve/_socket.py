@@ -20,11 +20,14 @@ Two performance choices:
   meanwhile the wait ends at once. TLS sockets never do this: the TLS library
   may hold decrypted bytes that epoll cannot see.
 - A task whose socket always has data never has to wait, and would starve the
-  others; so after 16 operations in a row without a wait, an operation yields
-  (Copas's "starve" rule).
+  others; so after 16 operations in a row without a wait, the next operation
+  yields (Copas's "starve" rule). It yields *before* its system call, never
+  with received bytes in hand, so a cancellation delivered there loses nothing.
 
-Received bytes that a pattern did not consume stay in the socket's buffer, so
-a receive that timed out or failed loses nothing: the next one sees them.
+Every pattern appends what it receives to the socket's buffer at once and takes
+its result out only when it is complete, so a receive that timed out, was
+cancelled or failed loses nothing: the next one sees the bytes (at the end of
+the stream or on a reset they go into the error's ``partial`` instead).
 """
 
 from __future__ import annotations
@@ -39,7 +42,14 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from . import _kernel
-from ._errors import ConnectionClosed, CoserveError, DatagramTooLarge, LineTooLong, SocketClosed
+from ._errors import (
+    ConnectionClosed,
+    ConnectionReset,
+    CoserveError,
+    DatagramTooLarge,
+    LineTooLong,
+    SocketClosed,
+)
 from ._kernel import _READ, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
@@ -49,6 +59,8 @@ __all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
 
 _KEEP: Any = object()
 _STREAK = 16  # operations in a row without waiting before one yields
+_CHUNK = 65536  # what a pattern asks the system for at a time
+_MAX_READ = 1 << 20  # the most one recv may allocate, whatever was asked for
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # a vanished peer is an error, never a SIGPIPE
 
 
@@ -126,6 +138,11 @@ class Socket:
         Would-block waits in the operation's own direction (*write*); TLS says
         which direction it needs with want-read and want-write.
         """
+        if self._streak >= _STREAK:
+            # Never starve the other tasks. The turn is taken *before* the call, never with its
+            # result in hand: a cancellation delivered here loses nothing.
+            self._streak = 0
+            await sleep(0)
         if self._closed:
             raise SocketClosed("the socket is closed")
         while True:
@@ -139,9 +156,6 @@ class Socket:
                 want_write = True
             else:
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    await sleep(0)  # never starve the other tasks
                 return result
             self._streak = 0
             timeout = self.send_timeout if write else self.receive_timeout
@@ -153,6 +167,8 @@ class Socket:
     async def _recv(self, n: int) -> bytes:
         """At least one byte (up to *n*), or b"" at the end of the stream."""
         if self._drained:
+            if self._closed:  # closed by another task since this one last ran: no wait on its fd
+                raise SocketClosed("the socket is closed")
             self._drained = False
             self._streak = 0
             await wait_readable(self._fd, self.receive_timeout)
@@ -172,18 +188,26 @@ class Socket:
         - an int *n*: exactly *n* bytes (on a UDP socket: one datagram of at most *n* bytes).
 
         If the connection closes first, :class:`coserve.ConnectionClosed` is raised
-        and its ``partial`` holds what arrived (prefix included).
+        and its ``partial`` holds what arrived (prefix included); if the peer resets
+        it, :class:`coserve.ConnectionReset` (a ConnectionClosed and a
+        ConnectionResetError). A receive that times out or is cancelled loses
+        nothing: what it received stays buffered for the next receive.
         """
-        if pattern == "*l":
-            line = await self._receive_line(prefix)
-            return prefix + line if prefix else line
-        if pattern == "*a":
-            return prefix + await self._receive_all()
-        if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
-            if not self._stream:
-                data, _ = await self.receive_from(pattern)
-                return prefix + data
-            return await self._receive_exactly(pattern, prefix)
+        try:
+            if pattern == "*l":
+                line = await self._receive_line(prefix)
+                return prefix + line if prefix else line
+            if pattern == "*a":
+                return prefix + await self._receive_all()
+            if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
+                if not self._stream:
+                    data, _ = await self.receive_from(pattern)
+                    return prefix + data
+                return await self._receive_exactly(pattern, prefix)
+        except ConnectionResetError as e:
+            if isinstance(e, ConnectionClosed):
+                raise
+            raise ConnectionReset(self._take_partial(prefix)) from e
         raise ValueError(f'receive pattern must be "*l", "*a" or a number of bytes >= 0, not {pattern!r}')
 
     def _buffer(self) -> bytearray:
@@ -191,6 +215,16 @@ class Socket:
         if type(buf) is not bytearray:
             buf = self._rbuf = bytearray(buf)
         return buf
+
+    def _take_partial(self, prefix: bytes) -> bytes:
+        """The pattern cannot complete: hand over everything buffered (it goes into ``partial``)."""
+        partial = prefix + bytes(self._rbuf)
+        self._rbuf = b""
+        return partial
+
+    # Every pattern appends what it receives to the socket's buffer at once, and takes its result
+    # out only when it is complete: a timeout, a cancellation or an error at any wait leaves the
+    # bytes where the next receive finds them.
 
     async def _receive_line(self, prefix: bytes) -> bytes:
         buf = self._buffer()
@@ -206,21 +240,20 @@ class Socket:
                     f"no end of line in the first {len(buf)} bytes (max_line is {self.max_line})"
                 )
             start = len(buf)
-            data = await self._recv(65536)
+            data = await self._recv(_CHUNK)
             if not data:
-                partial = prefix + bytes(buf)
-                buf.clear()
-                raise ConnectionClosed(partial)
+                raise ConnectionClosed(self._take_partial(prefix))
             buf += data
 
     async def _receive_exactly(self, n: int, prefix: bytes) -> bytes:
         buf = self._buffer()
         while len(buf) < n:
-            data = await self._recv(max(n - len(buf), 65536))
+            # Read ahead a little, but never allocate more than _MAX_READ at once: memory grows
+            # with what arrives, not with what was asked for.
+            want = n - len(buf)
+            data = await self._recv(_CHUNK if want < _CHUNK else want if want < _MAX_READ else _MAX_READ)
             if not data:
-                partial = prefix + bytes(buf)
-                buf.clear()
-                raise ConnectionClosed(partial)
+                raise ConnectionClosed(self._take_partial(prefix))
             if not buf and len(data) == n:
                 return prefix + data if prefix else data
             buf += data
@@ -229,13 +262,13 @@ class Socket:
         return prefix + out if prefix else out
 
     async def _receive_all(self) -> bytes:
-        chunks = [bytes(self._rbuf)]
-        self._rbuf = b""
+        buf = self._buffer()
         while True:
-            data = await self._recv(65536)
+            data = await self._recv(_CHUNK)
             if not data:
-                return b"".join(chunks)
-            chunks.append(data)
+                self._rbuf = b""
+                return bytes(buf)
+            buf += data
 
     @types.coroutine
     def receive_partial(self, max: int = 65536) -> Generator[Any, Any, bytes]:
@@ -247,6 +280,9 @@ class Socket:
             out = bytes(buf[:max])
             del buf[:max]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
             return out
+        if self._streak >= _STREAK:  # a turn for the others, before the recv (see _io)
+            self._streak = 0
+            yield _YIELD
         if self._plain and not self._closed:
             # The direct path of a plain stream socket: the recv inline, no extra frame.
             if self._drained:
@@ -261,9 +297,6 @@ class Socket:
                 if len(data) < max:
                     self._drained = True
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    yield _YIELD
                 return data
         if not self._stream:
             data, _ = yield from self.receive_from(max).__await__()
@@ -292,6 +325,9 @@ class Socket:
         Nothing is buffered: while the peer does not read, the sender waits
         (that is the backpressure).
         """
+        if self._streak >= _STREAK:  # a turn for the others, before the send (see _io)
+            self._streak = 0
+            yield _YIELD
         if self._plain and not self._closed:
             total = len(data) if type(data) is bytes else memoryview(data).nbytes
             try:  # the direct path: most sends complete at once
@@ -300,9 +336,6 @@ class Socket:
                 n = 0
             if n == total:
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    yield _YIELD
                 return n
             return (yield from self._send_rest(data, n).__await__())
         return (yield from self._send_rest(data, 0).__await__())
