@@ -523,6 +523,37 @@ def test_a_reader_whose_socket_always_has_data_does_not_starve_others():
     assert ticks == list(range(20)) and received > 0
 
 
+def test_receives_served_from_the_buffer_take_turns_too():
+    # 4,000 lines arrive in a few segments; almost every receive() is served from the socket's
+    # buffer, without a system call. Those count toward the starve rule like any operation that
+    # did not wait: the other task gets a turn at least every 16 of them.
+    lines = 4000
+
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"a short line\n" * lines)
+        raw.close()
+        await wait_all_tasks_blocked()
+        turns = 0
+        done = False
+
+        async def other():
+            nonlocal turns
+            while not done:
+                turns += 1
+                await coserve.sleep(0)
+
+        t = coserve.spawn(other)
+        for _ in range(lines):
+            await s.receive()
+        done = True
+        await t
+        s.close()
+        return turns
+
+    assert coserve.run(main) >= lines // 16 - 1
+
+
 # --- UDP, Unix, IPv6 ----------------------------------------------------------------------------
 
 

@@ -193,9 +193,21 @@ class Socket:
         ConnectionResetError). A receive that times out or is cancelled loses
         nothing: what it received stays buffered for the next receive.
         """
+        if self._streak >= _STREAK:  # a turn for the others, before serving anything (see _io)
+            self._streak = 0
+            await sleep(0)
         try:
             if pattern == "*l":
-                line = await self._receive_line(prefix)
+                buf = self._rbuf
+                i = buf.find(b"\n")
+                if i >= 0:  # served from the buffer: no system call, but it counts as an operation
+                    self._streak += 1
+                    line = bytes(buf[:i])
+                    del buf[: i + 1]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
+                    if b"\r" in line:
+                        line = line.replace(b"\r", b"")
+                else:
+                    line = await self._receive_line(prefix, len(buf))
                 return prefix + line if prefix else line
             if pattern == "*a":
                 return prefix + await self._receive_all()
@@ -203,7 +215,13 @@ class Socket:
                 if not self._stream:
                     data, _ = await self.receive_from(pattern)
                     return prefix + data
-                return await self._receive_exactly(pattern, prefix)
+                buf = self._rbuf
+                if len(buf) < pattern:
+                    return await self._receive_exactly(pattern, prefix)
+                self._streak += 1  # served from the buffer
+                out = bytes(buf[:pattern])
+                del buf[:pattern]  # type: ignore[union-attr]
+                return prefix + out if prefix else out
         except ConnectionResetError as e:
             if isinstance(e, ConnectionClosed):
                 raise
@@ -226,9 +244,9 @@ class Socket:
     # out only when it is complete: a timeout, a cancellation or an error at any wait leaves the
     # bytes where the next receive finds them.
 
-    async def _receive_line(self, prefix: bytes) -> bytes:
+    async def _receive_line(self, prefix: bytes, start: int) -> bytes:
+        """A line, searching the buffer from *start* (receive() looked at the bytes before it)."""
         buf = self._buffer()
-        start = 0
         while True:
             i = buf.find(b"\n", start)
             if i >= 0:
@@ -275,14 +293,15 @@ class Socket:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
         # A generator-based coroutine that yields the kernel's trap itself: an idle connection's
         # handler waits here, so every frame saved is memory saved per connection.
-        buf = self._rbuf
-        if buf:
-            out = bytes(buf[:max])
-            del buf[:max]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
-            return out
         if self._streak >= _STREAK:  # a turn for the others, before the recv (see _io)
             self._streak = 0
             yield _YIELD
+        buf = self._rbuf
+        if buf:  # served from the buffer: no system call, but it counts toward the starve rule
+            self._streak += 1
+            out = bytes(buf[:max])
+            del buf[:max]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
+            return out
         if self._plain and not self._closed:
             # The direct path of a plain stream socket: the recv inline, no extra frame.
             if self._drained:
