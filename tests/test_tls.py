@@ -283,3 +283,58 @@ def test_server_against_openssl_s_client(ca, server_ctx, tmp_path):
     result = coserve.run(main)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"HELLO FROM OPENSSL\n"
+
+
+# --- STARTTLS (issue 7, item 1: the CVE-2011-0411 class) -------------------------------------------
+
+
+def test_starttls_upgrades_a_plain_connection(server_ctx, client_ctx):
+    async def smtp(sock):
+        assert await sock.receive() == b"STARTTLS"
+        await sock.send(b"220 ready\r\n")
+        await sock.handshake(server_ctx, server_side=True)
+        await sock.send(b"250 " + await sock.receive() + b"\r\n")
+
+    async def main():
+        server = coserve.serve_tcp(smtp, "127.0.0.1", 0)
+        s = await coserve.connect(*server.address)
+        await s.send(b"STARTTLS\r\n")
+        assert await s.receive() == b"220 ready"
+        await s.handshake(client_ctx, server_hostname="localhost")
+        await s.send(b"RCPT TO:<x>\r\n")
+        reply = await s.receive()
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"250 RCPT TO:<x>"
+
+
+def test_starttls_refuses_plaintext_sent_before_the_handshake(server_ctx):
+    # The client sends its command after STARTTLS in the same segment, in clear: a server that
+    # handed it out after the handshake would take injected plaintext for protected data.
+    seen = []
+
+    async def smtp(sock):
+        assert await sock.receive() == b"STARTTLS"
+        with pytest.raises(coserve.DataBeforeHandshake) as info:
+            await sock.handshake(server_ctx, server_side=True, timeout=2)  # (a bound, should it wait)
+        assert isinstance(info.value, ssl.SSLError)
+        seen.append((info.value.discarded, bytes(sock._rbuf), sock.tls))
+        sock.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):  # nothing buffered before the handshake comes out after it
+            await sock.receive_partial()
+
+    async def main():
+        server = coserve.serve_tcp(smtp, "127.0.0.1", 0)
+        raw = socket.create_connection(server.address)
+        raw.sendall(b"STARTTLS\r\nRCPT TO:<x>\r\n")
+        s = coserve.wrap(raw)
+        s.settimeouts(receive=5)  # (a bound, should the server wait for a ClientHello)
+        sent = await s.receive("*a")  # the server closes the connection
+        s.close()
+        server.close()
+        return sent
+
+    assert coserve.run(main) == b""  # refused before anything was sent: not even a ServerHello
+    assert seen == [(len(b"RCPT TO:<x>\r\n"), b"", False)]

@@ -11,6 +11,7 @@ library keeps catching it.
 from __future__ import annotations
 
 import errno
+import ssl
 
 __all__ = [
     "AlreadyArmed",
@@ -19,6 +20,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionReset",
     "CoserveError",
+    "DataBeforeHandshake",
     "DatagramTooLarge",
     "Destroyed",
     "ForeignAwaitable",
@@ -118,6 +120,27 @@ class SocketClosed(CoserveError):
 
 class LineTooLong(CoserveError, ValueError):
     """A ``receive("*l")`` line grew past the socket's ``max_line`` without an end of line."""
+
+
+class DataBeforeHandshake(CoserveError, ssl.SSLError):
+    """The peer sent bytes in clear that it had no right to send before the TLS handshake.
+
+    After asking for TLS (SMTP's STARTTLS, say) a peer must wait for the
+    handshake: whatever it sent before it arrived unprotected, and a program that
+    read it after the handshake would take injected plaintext for data protected
+    by TLS (CVE-2011-0411, "STARTTLS command injection"). ``handshake()`` raises
+    this, before anything is sent, when the socket holds such bytes; they are
+    discarded (``discarded`` is how many), and the connection should be closed.
+    It is an :class:`ssl.SSLError`, so code that handles failed handshakes handles it.
+    """
+
+    def __init__(self, discarded: int) -> None:
+        super().__init__(
+            f"the peer sent {discarded} bytes in clear after asking for TLS and before the handshake; "
+            "they were discarded (plaintext injection?): close the connection"
+        )
+        #: How many bytes were buffered, and discarded.
+        self.discarded = discarded
 
 
 class DatagramTooLarge(CoserveError, ValueError):

@@ -46,6 +46,7 @@ from ._errors import (
     ConnectionClosed,
     ConnectionReset,
     CoserveError,
+    DataBeforeHandshake,
     DatagramTooLarge,
     LineTooLong,
     SocketClosed,
@@ -413,8 +414,21 @@ class Socket:
         *ssl* is True (the system's default client context, which verifies the
         peer's certificate and host name) or an :class:`ssl.SSLContext`.
         *timeout* defaults to the connect timeout.
+
+        Received bytes that no receive has returned yet arrived in clear before
+        the handshake: the peer had no right to send them (after STARTTLS it must
+        wait for the handshake), and they must never pass for protected data. So
+        the handshake refuses to start, before it sends anything: the bytes are
+        discarded and :class:`coserve.DataBeforeHandshake` (an ``ssl.SSLError``)
+        is raised.
         """
         ctx = make_ssl_context(ssl if ssl is not None else self._ssl or True, bool(server_side))
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if self._rbuf:
+            discarded = len(self._rbuf)
+            self._rbuf = b""
+            raise DataBeforeHandshake(discarded)
         sock = self._sock
         if not isinstance(sock, _ssl.SSLSocket):
             sock = ctx.wrap_socket(
@@ -427,6 +441,7 @@ class Socket:
             self._sock = sock
         self._ssl = ctx
         self._plain = False
+        self._drained = False  # the TLS library may hold decrypted bytes that the poller cannot see
         limit = self.connect_timeout if timeout is _KEEP else timeout
         async with timeout_after(limit):
             await self._io(sock.do_handshake)
