@@ -338,3 +338,40 @@ def test_starttls_refuses_plaintext_sent_before_the_handshake(server_ctx):
 
     assert coserve.run(main) == b""  # refused before anything was sent: not even a ServerHello
     assert seen == [(len(b"RCPT TO:<x>\r\n"), b"", False)]
+
+
+# --- half-close on TLS (issue 7, item 2) -------------------------------------------------------------
+
+
+def test_tls_half_close_is_refused_before_anything_is_sent(server_ctx, client_ctx):
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0, ssl=server_ctx)
+        s = await coserve.connect(*server.address, ssl=client_ctx, server_hostname="localhost")
+        with pytest.raises(coserve.CoserveError, match="close_notify"):
+            s.shutdown(socket.SHUT_WR)
+        await s.send(b"still TLS\n")  # the connection is untouched: no alert, no FIN was sent
+        line = await s.receive()
+        await s.aclose()
+        server.close()
+        return line, s.tls
+
+    assert coserve.run(main) == (b"still TLS", True)
+
+
+def test_tls_shutdown_of_the_read_side_keeps_sending_encrypted(server_ctx, client_ctx):
+    got = []
+
+    async def reader(sock):
+        got.append(await sock.receive())
+
+    async def main():
+        server = coserve.serve_tcp(reader, "127.0.0.1", 0, ssl=server_ctx)
+        s = await coserve.connect(*server.address, ssl=client_ctx, server_hostname="localhost")
+        s.shutdown(socket.SHUT_RD)
+        await s.send(b"sent after SHUT_RD\n")  # ssl.SSLSocket.shutdown would send this in clear
+        server.close()
+        await server.wait_closed()
+        s.close()
+
+    coserve.run(main)
+    assert got == [b"sent after SHUT_RD"]

@@ -532,8 +532,30 @@ class Socket:
         return self._closed
 
     def shutdown(self, how: int) -> None:
-        """Shut down one or both directions (``socket.SHUT_WR`` for a half-close)."""
-        self._sock.shutdown(how)
+        """Shut down one or both directions (``socket.SHUT_WR`` for a half-close).
+
+        On TLS the TLS layer stays in place whatever *how* is (``ssl.SSLSocket.shutdown``
+        would drop it: later receives would return raw TLS records, and sends after
+        ``SHUT_RD`` would go out in clear). A TLS half-close (``SHUT_WR``, alone) is
+        refused with :class:`coserve.CoserveError` before anything is sent: it would
+        have to send close_notify and go on reading, and the ssl module cannot do that
+        (``SSLSocket.unwrap()``, the only way to send close_notify, then reads for the
+        peer's close_notify, and OpenSSL fails the connection with
+        APPLICATION_DATA_AFTER_CLOSE_NOTIFY if application data comes first, losing it).
+        """
+        sock = self._sock
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if isinstance(sock, _ssl.SSLSocket):
+            if how == socket.SHUT_WR:
+                raise CoserveError(
+                    "a TLS connection cannot be half-closed: that means sending close_notify and "
+                    "reading on, which Python's ssl module cannot do without risking the peer's data; "
+                    "end the request in the protocol itself, or aclose() when done"
+                )
+            socket.socket.shutdown(sock, how)  # below the TLS layer, which stays in place
+            return
+        sock.shutdown(how)
 
     def getpeername(self) -> Any:
         """The peer's address."""
