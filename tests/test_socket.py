@@ -852,3 +852,164 @@ def test_cancellations_at_every_receive_lose_no_byte():
         return bytes(got)
 
     assert coserve.run(main) == payload
+
+
+# --- clear errors for bad input, before anything happens (issue 7, item 17) -----------------------
+
+
+@pytest.mark.parametrize("bad", [-1, 0])
+def test_receive_partial_needs_a_positive_max(bad):
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        await wait_all_tasks_blocked()
+        with pytest.raises(ValueError, match="receive_partial"):
+            await s.receive_partial(bad)
+        data = await s.receive(2)  # nothing was dropped
+        s.close()
+        raw.close()
+        return data
+
+    assert coserve.run(main) == b"ab"
+
+
+def test_receive_partial_max_must_be_an_int():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        await wait_all_tasks_blocked()
+        with pytest.raises(TypeError, match="receive_partial"):
+            await s.receive_partial(1.5)
+        s.close()
+        raw.close()
+
+    coserve.run(main)
+
+
+def test_a_huge_receive_does_not_allocate_what_it_asks_for():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ten bytes!")
+        raw.close()
+        with pytest.raises(coserve.ConnectionClosed) as info:
+            await s.receive(10**12)  # memory grows with what arrives, not with the request
+        got = await s.receive_partial(10**12)
+        s.close()
+        return info.value.partial, got
+
+    assert coserve.run(main) == (b"ten bytes!", b"")
+
+
+def test_receive_from_needs_a_max_of_at_least_zero():
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"datagram")
+        with pytest.raises(ValueError, match="receive_from"):
+            await a.receive_from(-1)
+        data, _ = await a.receive_from()  # not consumed by the refused call
+        a.close()
+        b.close()
+        return data
+
+    assert coserve.run(main) == b"datagram"
+
+
+@pytest.mark.parametrize("pattern", ["*l", "*a"])
+def test_stream_patterns_on_udp_are_refused(pattern):
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"one\n")
+        await b.send(b"two\n")
+        a.settimeouts(receive=0.5)
+        with pytest.raises(ValueError, match="datagram"):
+            await a.receive(pattern)
+        first = await a.receive(100)  # no datagram was consumed, none merged
+        a.close()
+        b.close()
+        return first
+
+    assert coserve.run(main) == b"one\n"
+
+
+def test_socket_operations_awaited_under_asyncio_are_refused():
+    import asyncio
+
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        b.sendall(b"x")
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.receive_partial())
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.receive())
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.send(b"y"))
+        assert a.recv(10) == b"x"  # nothing was received...
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)  # ...nor sent
+    finally:
+        s.close()
+        b.close()
+
+
+def test_send_outside_a_task_fails_before_sending():
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        op = s.send(b"not sent")
+        with pytest.raises(coserve.CoserveError, match="inside a coserve task"):
+            op.send(None)  # driven by hand, not by coserve's scheduler
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)
+    finally:
+        s.close()
+        b.close()
+
+
+def test_awaiting_current_task_is_a_clear_error():
+    async def main():
+        with pytest.raises(coserve.Deadlock, match="itself"):
+            await coserve.current_task()
+        return "not stuck"
+
+    assert coserve.run(main) == "not stuck"
+
+
+def test_settimeout_names_itself_in_its_error():
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        with pytest.raises(ValueError, match=r"settimeout\(\)"):
+            s.settimeout("1")
+        with pytest.raises(ValueError, match="receive timeout"):
+            s.settimeouts(receive="1")
+        assert s.connect_timeout is None and s.receive_timeout is None
+    finally:
+        s.close()
+        b.close()
+
+
+def test_receive_partial_after_close_is_socket_closed():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        assert await s.receive(1) == b"a"  # b"b" stays buffered
+        s.close()
+        other, peer = await _tcp_pair()  # perhaps with the fd number s had
+        waiting = coserve.spawn(other.receive_partial)
+        await wait_all_tasks_blocked()
+        with pytest.raises(coserve.SocketClosed):
+            await s.receive_partial()
+        with pytest.raises(coserve.SocketClosed):
+            await s.receive()
+        peer.sendall(b"z")
+        got = await waiting
+        for sock in (raw, other, peer):
+            sock.close()
+        return got
+
+    assert coserve.run(main) == b"z"

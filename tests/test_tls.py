@@ -375,3 +375,32 @@ def test_tls_shutdown_of_the_read_side_keeps_sending_encrypted(server_ctx, clien
 
     coserve.run(main)
     assert got == [b"sent after SHUT_RD"]
+
+
+def test_server_side_server_hostname_is_the_name_the_client_asked_for(ca, server_ctx, client_ctx):
+    heard = []
+
+    async def handler(sock):
+        heard.append(sock.server_hostname)
+        await sock.send(b"k")
+        sock.close()
+
+    no_sni = ssl.create_default_context()
+    ca.configure_trust(no_sni)
+    no_sni.check_hostname = False  # so the client may connect without a name: it sends no SNI
+
+    async def main():
+        server = coserve.serve_tcp(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.address[1]
+        for ctx, name in ((client_ctx, "localhost"), (no_sni, None)):
+            s = await coserve.connect("127.0.0.1", port, ssl=False)
+            await s.handshake(ctx, server_hostname=name)
+            assert await s.receive(1) == b"k"
+            s.close()
+        server.close()
+
+    try:
+        coserve.run(main)
+    finally:
+        server_ctx.sni_callback = None
+    assert heard == ["localhost", None]

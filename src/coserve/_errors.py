@@ -22,6 +22,7 @@ __all__ = [
     "CoserveError",
     "DataBeforeHandshake",
     "DatagramTooLarge",
+    "Deadlock",
     "Destroyed",
     "ForeignAwaitable",
     "LineTooLong",
@@ -86,7 +87,15 @@ class AlreadyRunning(CoserveError, RuntimeError):
 
 
 class ForeignAwaitable(CoserveError, TypeError):
-    """A coserve task awaited an object from another event loop (an asyncio future, say)."""
+    """coserve and another event loop were mixed.
+
+    A coserve task awaited an object from another event loop (an asyncio future,
+    say), or a coserve operation was awaited in another event loop's task.
+    """
+
+
+class Deadlock(CoserveError, RuntimeError):
+    """A task waited for something only it could bring about: its own end (``await current_task()``)."""
 
 
 class ConnectionClosed(CoserveError, ConnectionError):

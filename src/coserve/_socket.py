@@ -37,6 +37,7 @@ import ipaddress
 import os
 import socket
 import ssl as _ssl
+import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -48,6 +49,7 @@ from ._errors import (
     CoserveError,
     DataBeforeHandshake,
     DatagramTooLarge,
+    ForeignAwaitable,
     LineTooLong,
     SocketClosed,
 )
@@ -62,11 +64,36 @@ _KEEP: Any = object()
 _STREAK = 16  # operations in a row without waiting before one yields
 _CHUNK = 65536  # what a pattern asks the system for at a time
 _MAX_READ = 1 << 20  # the most one recv may allocate, whatever was asked for
+_MAX_DATAGRAM = 65536  # more than an IP datagram's payload can be (65,535 bytes at most)
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # a vanished peer is an error, never a SIGPIPE
 
 
 def _closed_error() -> SocketClosed:
     return SocketClosed("the socket was closed while this task was waiting on it")
+
+
+def _outside_task(what: str) -> CoserveError:
+    """The error for a socket operation that no coserve task is running (made only on that path)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        return ForeignAwaitable(
+            f"{what} was awaited in asyncio's event loop; coserve sockets work only in coserve tasks "
+            "(run the code with coserve.run(), or use asyncio's own streams there)"
+        )
+    return CoserveError(f"{what} must be awaited inside a coserve task (spawn() it, or pass it to run())")
+
+
+def _bad_max(what: str, value: Any, least: int) -> Exception:
+    if type(value) is not int:
+        return TypeError(f"{what} takes a number of bytes (an int), not {value!r}")
+    return ValueError(f"{what} needs a number of bytes >= {least}, not {value!r}")
+
+
+def _check_timeout(what: str, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+    ):
+        raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {value!r}")
 
 
 def make_ssl_context(ssl: Any, server_side: bool) -> _ssl.SSLContext:
@@ -78,6 +105,32 @@ def make_ssl_context(ssl: Any, server_side: bool) -> _ssl.SSLContext:
             raise ValueError("a TLS server needs an ssl.SSLContext with its certificate, not ssl=True")
         return _ssl.create_default_context()
     raise TypeError(f"ssl must be True or an ssl.SSLContext, not {ssl!r}")
+
+
+class _SniRecorder:
+    """A server context's ``sni_callback`` that keeps the name each client asked for.
+
+    Python's ssl hands the SNI name of a server-side handshake only to the
+    context's callback; this one records it on the TLS socket (for
+    :attr:`Socket.server_hostname`) and then calls the application's own
+    callback, if it set one, whose answer (an alert or None) is returned.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Callable[..., Any] | None) -> None:
+        self.inner = inner
+
+    def __call__(self, sslsock: Any, name: str | None, ctx: _ssl.SSLContext) -> Any:
+        sslsock._coserve_sni = name
+        return self.inner(sslsock, name, ctx) if self.inner is not None else None
+
+
+def _record_sni(ctx: _ssl.SSLContext) -> None:
+    """Put a :class:`_SniRecorder` in front of *ctx*'s callback (again, if it was replaced)."""
+    cb = ctx.sni_callback
+    if type(cb) is not _SniRecorder:
+        ctx.sni_callback = _SniRecorder(cb)
 
 
 class Socket:
@@ -194,9 +247,19 @@ class Socket:
         ConnectionResetError). A receive that times out or is cancelled loses
         nothing: what it received stays buffered for the next receive.
         """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive()")
         if self._streak >= _STREAK:  # a turn for the others, before serving anything (see _io)
             self._streak = 0
             await sleep(0)
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if not self._stream and (pattern == "*l" or pattern == "*a"):
+            raise ValueError(
+                f"receive({pattern!r}) would merge datagrams on a UDP socket; "
+                "receive one with receive(n) or receive_from()"
+            )
         try:
             if pattern == "*l":
                 buf = self._rbuf
@@ -294,16 +357,25 @@ class Socket:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
         # A generator-based coroutine that yields the kernel's trap itself: an idle connection's
         # handler waits here, so every frame saved is memory saved per connection.
+        if type(max) is not int or max < 1:  # 0 would return b"", which means the end of the stream
+            raise _bad_max("receive_partial()", max, 1)
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive_partial()")
         if self._streak >= _STREAK:  # a turn for the others, before the recv (see _io)
             self._streak = 0
             yield _YIELD
+        if self._closed:
+            raise SocketClosed("the socket is closed")
         buf = self._rbuf
         if buf:  # served from the buffer: no system call, but it counts toward the starve rule
             self._streak += 1
             out = bytes(buf[:max])
             del buf[:max]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
             return out
-        if self._plain and not self._closed:
+        if max > _MAX_READ:  # "at most max": never allocate a huge buffer for one recv
+            max = _MAX_READ
+        if self._plain:
             # The direct path of a plain stream socket: the recv inline, no extra frame.
             if self._drained:
                 self._drained = False
@@ -329,9 +401,17 @@ class Socket:
         A datagram larger than *max* raises :class:`coserve.DatagramTooLarge`
         (holding its first *max* bytes) instead of being cut silently.
         """
+        if type(max) is not int or max < 0:
+            raise _bad_max("receive_from()", max, 0)
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive_from()")
         if self._stream:
             raise CoserveError("receive_from() is for UDP sockets; use receive() on a stream socket")
-        data, addr = await self._io(self._sock.recvfrom, max + 1)
+        size = max + 1  # one more: a datagram larger than max is reported, not cut silently
+        if size > _MAX_DATAGRAM and self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            size = _MAX_DATAGRAM  # an IP datagram cannot be larger: allocate no more
+        data, addr = await self._io(self._sock.recvfrom, size)
         if len(data) > max:
             raise DatagramTooLarge(data[:max], addr, max)
         return data, addr
@@ -345,6 +425,9 @@ class Socket:
         Nothing is buffered: while the peer does not read, the sender waits
         (that is the backpressure).
         """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.send()")
         if self._streak >= _STREAK:  # a turn for the others, before the send (see _io)
             self._streak = 0
             yield _YIELD
@@ -373,6 +456,9 @@ class Socket:
 
     async def send_to(self, data: bytes, addr: Any) -> int:
         """Send one datagram to *addr* (UDP only)."""
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.send_to()")
         if self._stream:
             raise CoserveError("send_to() is for UDP sockets; use send() on a stream socket")
         return await self._io(self._sock.sendto, data, addr, write=True)  # type: ignore[no-any-return]
@@ -381,7 +467,8 @@ class Socket:
 
     def settimeout(self, timeout: float | None) -> None:
         """Set the connect, send and receive timeouts at once (seconds; None waits forever)."""
-        self.settimeouts(connect=timeout, send=timeout, receive=timeout)
+        _check_timeout("the timeout given to settimeout()", timeout)
+        self.connect_timeout = self.send_timeout = self.receive_timeout = timeout
 
     def settimeouts(
         self, connect: float | None = _KEEP, send: float | None = _KEEP, receive: float | None = _KEEP
@@ -390,14 +477,13 @@ class Socket:
 
         Expiry raises :class:`TimeoutError`; the socket stays usable.
         """
-        for name, value in (("connect", connect), ("send", send), ("receive", receive)):
-            if value is _KEEP:
-                continue
-            if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
-                raise ValueError(
-                    f"the {name} timeout must be a number of seconds >= 0 or None, not {value!r}"
-                )
-            setattr(self, f"{name}_timeout", value)
+        changes = (("connect", connect), ("send", send), ("receive", receive))
+        for name, value in changes:  # all checked before any is set
+            if value is not _KEEP:
+                _check_timeout(f"the {name} timeout", value)
+        for name, value in changes:
+            if value is not _KEEP:
+                setattr(self, f"{name}_timeout", value)
 
     # -- TLS -------------------------------------------------------------------------
 
@@ -422,6 +508,9 @@ class Socket:
         discarded and :class:`coserve.DataBeforeHandshake` (an ``ssl.SSLError``)
         is raised.
         """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.handshake()")
         ctx = make_ssl_context(ssl if ssl is not None else self._ssl or True, bool(server_side))
         if self._closed:
             raise SocketClosed("the socket is closed")
@@ -431,6 +520,8 @@ class Socket:
             raise DataBeforeHandshake(discarded)
         sock = self._sock
         if not isinstance(sock, _ssl.SSLSocket):
+            if server_side:
+                _record_sni(ctx)
             sock = ctx.wrap_socket(
                 sock,
                 server_side=bool(server_side),
@@ -460,9 +551,20 @@ class Socket:
 
     @property
     def server_hostname(self) -> str | None:
-        """The host name a TLS client asked for (SNI), or None."""
+        """The host name of the TLS handshake's SNI, or None.
+
+        On a client, the name it sent and checked the certificate against; on a
+        server, the name the client asked for (None if it sent none, as a client
+        connecting to an IP address does). The server learns it through its
+        context's ``sni_callback``, which coserve wraps: a callback the
+        application set is still called, with the same arguments.
+        """
         sock = self._sock
-        return sock.server_hostname if isinstance(sock, _ssl.SSLSocket) else None
+        if not isinstance(sock, _ssl.SSLSocket):
+            return None
+        if sock.server_side:
+            return getattr(sock, "_coserve_sni", None)
+        return sock.server_hostname
 
     def getpeercert(self) -> Any:
         """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
