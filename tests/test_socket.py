@@ -523,6 +523,37 @@ def test_a_reader_whose_socket_always_has_data_does_not_starve_others():
     assert ticks == list(range(20)) and received > 0
 
 
+def test_receives_served_from_the_buffer_take_turns_too():
+    # 4,000 lines arrive in a few segments; almost every receive() is served from the socket's
+    # buffer, without a system call. Those count toward the starve rule like any operation that
+    # did not wait: the other task gets a turn at least every 16 of them.
+    lines = 4000
+
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"a short line\n" * lines)
+        raw.close()
+        await wait_all_tasks_blocked()
+        turns = 0
+        done = False
+
+        async def other():
+            nonlocal turns
+            while not done:
+                turns += 1
+                await coserve.sleep(0)
+
+        t = coserve.spawn(other)
+        for _ in range(lines):
+            await s.receive()
+        done = True
+        await t
+        s.close()
+        return turns
+
+    assert coserve.run(main) >= lines // 16 - 1
+
+
 # --- UDP, Unix, IPv6 ----------------------------------------------------------------------------
 
 
@@ -717,3 +748,268 @@ def test_a_socket_dropped_without_close_does_not_confuse_the_kernel():
         return got
 
     assert coserve.run(main) == b"y"
+
+
+# --- a receive that fails loses nothing (issue 7, item 9) ----------------------------------------
+
+
+def _reset(raw: socket.socket) -> None:
+    """Close *raw* with a TCP reset instead of an orderly FIN."""
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    raw.close()
+
+
+async def _tcp_pair():
+    """A coserve Socket and the raw socket at the other end of a loopback TCP connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        s = await coserve.connect(*listener.getsockname())
+        raw, _ = listener.accept()
+    finally:
+        listener.close()
+    return s, raw
+
+
+def test_receive_all_that_times_out_keeps_what_it_received():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"first half, ")
+        s.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):
+            await s.receive("*a")
+        raw.sendall(b"second half")
+        raw.close()
+        data = await s.receive("*a")
+        s.close()
+        return data
+
+    assert coserve.run(main) == b"first half, second half"
+
+
+@pytest.mark.parametrize("pattern", ["*a", "*l", 1000])
+def test_a_cancelled_receive_keeps_what_it_received(pattern):
+    async def main():
+        s, raw = await _tcp_pair()
+        reader = coserve.spawn(s.receive, pattern)
+        raw.sendall(b"received before the cancellation; ")
+        await wait_all_tasks_blocked()  # the reader has those bytes and waits for more
+        reader.cancel()
+        with pytest.raises(coserve.Cancelled):
+            await reader
+        raw.sendall(b"and after\n")
+        raw.close()
+        data = await s.receive("*a")
+        s.close()
+        return data
+
+    assert coserve.run(main) == b"received before the cancellation; and after\n"
+
+
+@pytest.mark.parametrize("pattern", ["*a", "*l", 1000])
+def test_a_reset_mid_pattern_hands_over_what_arrived(pattern):
+    async def main():
+        s, raw = await _tcp_pair()
+        reader = coserve.spawn(s.receive, pattern, b"<")
+        raw.sendall(b"arrived before the reset")
+        await wait_all_tasks_blocked()  # the reader has those bytes and waits for more
+        _reset(raw)
+        with pytest.raises(coserve.ConnectionReset) as info:
+            await reader
+        assert isinstance(info.value, ConnectionResetError) and isinstance(
+            info.value, coserve.ConnectionClosed
+        )
+        assert info.value.errno == errno.ECONNRESET
+        assert s._rbuf == b""  # handed over, not kept as well
+        s.close()
+        return info.value.partial
+
+    assert coserve.run(main) == b"<arrived before the reset"
+
+
+def test_cancellations_at_every_receive_lose_no_byte():
+    # A cancellation delivered at any of a receive's waits, including the turn a busy socket gives
+    # the other tasks, must never land after bytes were taken from the socket.
+    payload = bytes(range(256)) * 4
+
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(payload)
+        raw.close()
+        await wait_all_tasks_blocked()
+        me = coserve.current_task()
+        got = bytearray()
+        for i in range(200):
+            me.cancel()  # delivered at this task's next wait, wherever that is
+            try:
+                got += await s.receive_partial(1 + i % 3)  # each one a recv that fills its request
+                await coserve.sleep(0)  # the cancellation lands here if the receive had no wait
+            except coserve.Cancelled:
+                pass
+        got += await s.receive("*a")
+        s.close()
+        return bytes(got)
+
+    assert coserve.run(main) == payload
+
+
+# --- clear errors for bad input, before anything happens (issue 7, item 17) -----------------------
+
+
+@pytest.mark.parametrize("bad", [-1, 0])
+def test_receive_partial_needs_a_positive_max(bad):
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        await wait_all_tasks_blocked()
+        with pytest.raises(ValueError, match="receive_partial"):
+            await s.receive_partial(bad)
+        data = await s.receive(2)  # nothing was dropped
+        s.close()
+        raw.close()
+        return data
+
+    assert coserve.run(main) == b"ab"
+
+
+def test_receive_partial_max_must_be_an_int():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        await wait_all_tasks_blocked()
+        with pytest.raises(TypeError, match="receive_partial"):
+            await s.receive_partial(1.5)
+        s.close()
+        raw.close()
+
+    coserve.run(main)
+
+
+def test_a_huge_receive_does_not_allocate_what_it_asks_for():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ten bytes!")
+        raw.close()
+        with pytest.raises(coserve.ConnectionClosed) as info:
+            await s.receive(10**12)  # memory grows with what arrives, not with the request
+        got = await s.receive_partial(10**12)
+        s.close()
+        return info.value.partial, got
+
+    assert coserve.run(main) == (b"ten bytes!", b"")
+
+
+def test_receive_from_needs_a_max_of_at_least_zero():
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"datagram")
+        with pytest.raises(ValueError, match="receive_from"):
+            await a.receive_from(-1)
+        data, _ = await a.receive_from()  # not consumed by the refused call
+        a.close()
+        b.close()
+        return data
+
+    assert coserve.run(main) == b"datagram"
+
+
+@pytest.mark.parametrize("pattern", ["*l", "*a"])
+def test_stream_patterns_on_udp_are_refused(pattern):
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"one\n")
+        await b.send(b"two\n")
+        a.settimeouts(receive=0.5)
+        with pytest.raises(ValueError, match="datagram"):
+            await a.receive(pattern)
+        first = await a.receive(100)  # no datagram was consumed, none merged
+        a.close()
+        b.close()
+        return first
+
+    assert coserve.run(main) == b"one\n"
+
+
+def test_socket_operations_awaited_under_asyncio_are_refused():
+    import asyncio
+
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        b.sendall(b"x")
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.receive_partial())
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.receive())
+        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+            asyncio.run(s.send(b"y"))
+        assert a.recv(10) == b"x"  # nothing was received...
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)  # ...nor sent
+    finally:
+        s.close()
+        b.close()
+
+
+def test_send_outside_a_task_fails_before_sending():
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        op = s.send(b"not sent")
+        with pytest.raises(coserve.CoserveError, match="inside a coserve task"):
+            op.send(None)  # driven by hand, not by coserve's scheduler
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(10)
+    finally:
+        s.close()
+        b.close()
+
+
+def test_awaiting_current_task_is_a_clear_error():
+    async def main():
+        with pytest.raises(coserve.Deadlock, match="itself"):
+            await coserve.current_task()
+        return "not stuck"
+
+    assert coserve.run(main) == "not stuck"
+
+
+def test_settimeout_names_itself_in_its_error():
+    a, b = socket.socketpair()
+    s = coserve.wrap(a)
+    try:
+        with pytest.raises(ValueError, match=r"settimeout\(\)"):
+            s.settimeout("1")
+        with pytest.raises(ValueError, match="receive timeout"):
+            s.settimeouts(receive="1")
+        assert s.connect_timeout is None and s.receive_timeout is None
+    finally:
+        s.close()
+        b.close()
+
+
+def test_receive_partial_after_close_is_socket_closed():
+    async def main():
+        s, raw = await _tcp_pair()
+        raw.sendall(b"ab")
+        assert await s.receive(1) == b"a"  # b"b" stays buffered
+        s.close()
+        other, peer = await _tcp_pair()  # perhaps with the fd number s had
+        waiting = coserve.spawn(other.receive_partial)
+        await wait_all_tasks_blocked()
+        with pytest.raises(coserve.SocketClosed):
+            await s.receive_partial()
+        with pytest.raises(coserve.SocketClosed):
+            await s.receive()
+        peer.sendall(b"z")
+        got = await waiting
+        for sock in (raw, other, peer):
+            sock.close()
+        return got
+
+    assert coserve.run(main) == b"z"

@@ -283,3 +283,124 @@ def test_server_against_openssl_s_client(ca, server_ctx, tmp_path):
     result = coserve.run(main)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"HELLO FROM OPENSSL\n"
+
+
+# --- STARTTLS (issue 7, item 1: the CVE-2011-0411 class) -------------------------------------------
+
+
+def test_starttls_upgrades_a_plain_connection(server_ctx, client_ctx):
+    async def smtp(sock):
+        assert await sock.receive() == b"STARTTLS"
+        await sock.send(b"220 ready\r\n")
+        await sock.handshake(server_ctx, server_side=True)
+        await sock.send(b"250 " + await sock.receive() + b"\r\n")
+
+    async def main():
+        server = coserve.serve_tcp(smtp, "127.0.0.1", 0)
+        s = await coserve.connect(*server.address)
+        await s.send(b"STARTTLS\r\n")
+        assert await s.receive() == b"220 ready"
+        await s.handshake(client_ctx, server_hostname="localhost")
+        await s.send(b"RCPT TO:<x>\r\n")
+        reply = await s.receive()
+        s.close()
+        server.close()
+        return reply
+
+    assert coserve.run(main) == b"250 RCPT TO:<x>"
+
+
+def test_starttls_refuses_plaintext_sent_before_the_handshake(server_ctx):
+    # The client sends its command after STARTTLS in the same segment, in clear: a server that
+    # handed it out after the handshake would take injected plaintext for protected data.
+    seen = []
+
+    async def smtp(sock):
+        assert await sock.receive() == b"STARTTLS"
+        with pytest.raises(coserve.DataBeforeHandshake) as info:
+            await sock.handshake(server_ctx, server_side=True, timeout=2)  # (a bound, should it wait)
+        assert isinstance(info.value, ssl.SSLError)
+        seen.append((info.value.discarded, bytes(sock._rbuf), sock.tls))
+        sock.settimeouts(receive=0.05)
+        with pytest.raises(TimeoutError):  # nothing buffered before the handshake comes out after it
+            await sock.receive_partial()
+
+    async def main():
+        server = coserve.serve_tcp(smtp, "127.0.0.1", 0)
+        raw = socket.create_connection(server.address)
+        raw.sendall(b"STARTTLS\r\nRCPT TO:<x>\r\n")
+        s = coserve.wrap(raw)
+        s.settimeouts(receive=5)  # (a bound, should the server wait for a ClientHello)
+        sent = await s.receive("*a")  # the server closes the connection
+        s.close()
+        server.close()
+        return sent
+
+    assert coserve.run(main) == b""  # refused before anything was sent: not even a ServerHello
+    assert seen == [(len(b"RCPT TO:<x>\r\n"), b"", False)]
+
+
+# --- half-close on TLS (issue 7, item 2) -------------------------------------------------------------
+
+
+def test_tls_half_close_is_refused_before_anything_is_sent(server_ctx, client_ctx):
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0, ssl=server_ctx)
+        s = await coserve.connect(*server.address, ssl=client_ctx, server_hostname="localhost")
+        with pytest.raises(coserve.CoserveError, match="close_notify"):
+            s.shutdown(socket.SHUT_WR)
+        await s.send(b"still TLS\n")  # the connection is untouched: no alert, no FIN was sent
+        line = await s.receive()
+        await s.aclose()
+        server.close()
+        return line, s.tls
+
+    assert coserve.run(main) == (b"still TLS", True)
+
+
+def test_tls_shutdown_of_the_read_side_keeps_sending_encrypted(server_ctx, client_ctx):
+    got = []
+
+    async def reader(sock):
+        got.append(await sock.receive())
+
+    async def main():
+        server = coserve.serve_tcp(reader, "127.0.0.1", 0, ssl=server_ctx)
+        s = await coserve.connect(*server.address, ssl=client_ctx, server_hostname="localhost")
+        s.shutdown(socket.SHUT_RD)
+        await s.send(b"sent after SHUT_RD\n")  # ssl.SSLSocket.shutdown would send this in clear
+        server.close()
+        await server.wait_closed()
+        s.close()
+
+    coserve.run(main)
+    assert got == [b"sent after SHUT_RD"]
+
+
+def test_server_side_server_hostname_is_the_name_the_client_asked_for(ca, server_ctx, client_ctx):
+    heard = []
+
+    async def handler(sock):
+        heard.append(sock.server_hostname)
+        await sock.send(b"k")
+        sock.close()
+
+    no_sni = ssl.create_default_context()
+    ca.configure_trust(no_sni)
+    no_sni.check_hostname = False  # so the client may connect without a name: it sends no SNI
+
+    async def main():
+        server = coserve.serve_tcp(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.address[1]
+        for ctx, name in ((client_ctx, "localhost"), (no_sni, None)):
+            s = await coserve.connect("127.0.0.1", port, ssl=False)
+            await s.handshake(ctx, server_hostname=name)
+            assert await s.receive(1) == b"k"
+            s.close()
+        server.close()
+
+    try:
+        coserve.run(main)
+    finally:
+        server_ctx.sni_callback = None
+    assert heard == ["localhost", None]

@@ -10,13 +10,19 @@ library keeps catching it.
 
 from __future__ import annotations
 
+import errno
+import ssl
+
 __all__ = [
     "AlreadyArmed",
     "AlreadyRunning",
     "Cancelled",
     "ConnectionClosed",
+    "ConnectionReset",
     "CoserveError",
+    "DataBeforeHandshake",
     "DatagramTooLarge",
+    "Deadlock",
     "Destroyed",
     "ForeignAwaitable",
     "LineTooLong",
@@ -81,7 +87,15 @@ class AlreadyRunning(CoserveError, RuntimeError):
 
 
 class ForeignAwaitable(CoserveError, TypeError):
-    """A coserve task awaited an object from another event loop (an asyncio future, say)."""
+    """coserve and another event loop were mixed.
+
+    A coserve task awaited an object from another event loop (an asyncio future,
+    say), or a coserve operation was awaited in another event loop's task.
+    """
+
+
+class Deadlock(CoserveError, RuntimeError):
+    """A task waited for something only it could bring about: its own end (``await current_task()``)."""
 
 
 class ConnectionClosed(CoserveError, ConnectionError):
@@ -96,12 +110,46 @@ class ConnectionClosed(CoserveError, ConnectionError):
         self.partial = partial
 
 
+class ConnectionReset(ConnectionClosed, ConnectionResetError):
+    """The peer reset the connection before the receive pattern was complete.
+
+    Both a :class:`ConnectionClosed` (``partial`` holds what did arrive) and the
+    :class:`ConnectionResetError` the system reported (``errno`` is ECONNRESET),
+    raised from it.
+    """
+
+    def __init__(self, partial: bytes) -> None:
+        super().__init__(partial, "the peer reset the connection")
+        self.errno = errno.ECONNRESET
+
+
 class SocketClosed(CoserveError):
     """The socket was closed by this program (perhaps while another task was waiting on it)."""
 
 
 class LineTooLong(CoserveError, ValueError):
     """A ``receive("*l")`` line grew past the socket's ``max_line`` without an end of line."""
+
+
+class DataBeforeHandshake(CoserveError, ssl.SSLError):
+    """The peer sent bytes in clear that it had no right to send before the TLS handshake.
+
+    After asking for TLS (SMTP's STARTTLS, say) a peer must wait for the
+    handshake: whatever it sent before it arrived unprotected, and a program that
+    read it after the handshake would take injected plaintext for data protected
+    by TLS (CVE-2011-0411, "STARTTLS command injection"). ``handshake()`` raises
+    this, before anything is sent, when the socket holds such bytes; they are
+    discarded (``discarded`` is how many), and the connection should be closed.
+    It is an :class:`ssl.SSLError`, so code that handles failed handshakes handles it.
+    """
+
+    def __init__(self, discarded: int) -> None:
+        super().__init__(
+            f"the peer sent {discarded} bytes in clear after asking for TLS and before the handshake; "
+            "they were discarded (plaintext injection?): close the connection"
+        )
+        #: How many bytes were buffered, and discarded.
+        self.discarded = discarded
 
 
 class DatagramTooLarge(CoserveError, ValueError):

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
-from ._errors import Cancelled, CoserveError, ForeignAwaitable, ResourceBusy, SocketClosed
+from ._errors import Cancelled, CoserveError, Deadlock, ForeignAwaitable, ResourceBusy, SocketClosed
 from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
 
 __all__ = ["Kernel", "Task", "WaitQueue", "current_kernel", "get_kernel"]
@@ -195,6 +195,11 @@ class Task:
 
     def __await__(self) -> Generator[Any, Any, Any]:
         if self._state is not DONE:
+            if self._state is RUNNING:  # only the running task itself can be awaiting it now
+                raise Deadlock(
+                    f"task {self.name!r} awaited itself, which would wait forever "
+                    "(current_task() is not async: call it without await)"
+                )
             yield (_SUSPEND, "joining", self, None)
         return self.result()
 

@@ -20,11 +20,14 @@ Two performance choices:
   meanwhile the wait ends at once. TLS sockets never do this: the TLS library
   may hold decrypted bytes that epoll cannot see.
 - A task whose socket always has data never has to wait, and would starve the
-  others; so after 16 operations in a row without a wait, an operation yields
-  (Copas's "starve" rule).
+  others; so after 16 operations in a row without a wait, the next operation
+  yields (Copas's "starve" rule). It yields *before* its system call, never
+  with received bytes in hand, so a cancellation delivered there loses nothing.
 
-Received bytes that a pattern did not consume stay in the socket's buffer, so
-a receive that timed out or failed loses nothing: the next one sees them.
+Every pattern appends what it receives to the socket's buffer at once and takes
+its result out only when it is complete, so a receive that timed out, was
+cancelled or failed loses nothing: the next one sees the bytes (at the end of
+the stream or on a reset they go into the error's ``partial`` instead).
 """
 
 from __future__ import annotations
@@ -36,12 +39,22 @@ import ipaddress
 import os
 import socket
 import ssl as _ssl
+import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from . import _kernel
-from ._errors import ConnectionClosed, CoserveError, DatagramTooLarge, LineTooLong, SocketClosed
+from ._errors import (
+    ConnectionClosed,
+    ConnectionReset,
+    CoserveError,
+    DataBeforeHandshake,
+    DatagramTooLarge,
+    ForeignAwaitable,
+    LineTooLong,
+    SocketClosed,
+)
 from ._kernel import _READ, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
@@ -51,11 +64,38 @@ __all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
 
 _KEEP: Any = object()
 _STREAK = 16  # operations in a row without waiting before one yields
+_CHUNK = 65536  # what a pattern asks the system for at a time
+_MAX_READ = 1 << 20  # the most one recv may allocate, whatever was asked for
+_MAX_DATAGRAM = 65536  # more than an IP datagram's payload can be (65,535 bytes at most)
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)  # a vanished peer is an error, never a SIGPIPE
 
 
 def _closed_error() -> SocketClosed:
     return SocketClosed("the socket was closed while this task was waiting on it")
+
+
+def _outside_task(what: str) -> CoserveError:
+    """The error for a socket operation that no coserve task is running (made only on that path)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        return ForeignAwaitable(
+            f"{what} was awaited in asyncio's event loop; coserve sockets work only in coserve tasks "
+            "(run the code with coserve.run(), or use asyncio's own streams there)"
+        )
+    return CoserveError(f"{what} must be awaited inside a coserve task (spawn() it, or pass it to run())")
+
+
+def _bad_max(what: str, value: Any, least: int) -> Exception:
+    if type(value) is not int:
+        return TypeError(f"{what} takes a number of bytes (an int), not {value!r}")
+    return ValueError(f"{what} needs a number of bytes >= {least}, not {value!r}")
+
+
+def _check_timeout(what: str, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+    ):
+        raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {value!r}")
 
 
 def make_ssl_context(ssl: Any, server_side: bool) -> _ssl.SSLContext:
@@ -67,6 +107,32 @@ def make_ssl_context(ssl: Any, server_side: bool) -> _ssl.SSLContext:
             raise ValueError("a TLS server needs an ssl.SSLContext with its certificate, not ssl=True")
         return _ssl.create_default_context()
     raise TypeError(f"ssl must be True or an ssl.SSLContext, not {ssl!r}")
+
+
+class _SniRecorder:
+    """A server context's ``sni_callback`` that keeps the name each client asked for.
+
+    Python's ssl hands the SNI name of a server-side handshake only to the
+    context's callback; this one records it on the TLS socket (for
+    :attr:`Socket.server_hostname`) and then calls the application's own
+    callback, if it set one, whose answer (an alert or None) is returned.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Callable[..., Any] | None) -> None:
+        self.inner = inner
+
+    def __call__(self, sslsock: Any, name: str | None, ctx: _ssl.SSLContext) -> Any:
+        sslsock._coserve_sni = name
+        return self.inner(sslsock, name, ctx) if self.inner is not None else None
+
+
+def _record_sni(ctx: _ssl.SSLContext) -> None:
+    """Put a :class:`_SniRecorder` in front of *ctx*'s callback (again, if it was replaced)."""
+    cb = ctx.sni_callback
+    if type(cb) is not _SniRecorder:
+        ctx.sni_callback = _SniRecorder(cb)
 
 
 class Socket:
@@ -128,6 +194,11 @@ class Socket:
         Would-block waits in the operation's own direction (*write*); TLS says
         which direction it needs with want-read and want-write.
         """
+        if self._streak >= _STREAK:
+            # Never starve the other tasks. The turn is taken *before* the call, never with its
+            # result in hand: a cancellation delivered here loses nothing.
+            self._streak = 0
+            await sleep(0)
         if self._closed:
             raise SocketClosed("the socket is closed")
         while True:
@@ -141,9 +212,6 @@ class Socket:
                 want_write = True
             else:
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    await sleep(0)  # never starve the other tasks
                 return result
             self._streak = 0
             timeout = self.send_timeout if write else self.receive_timeout
@@ -155,6 +223,8 @@ class Socket:
     async def _recv(self, n: int) -> bytes:
         """At least one byte (up to *n*), or b"" at the end of the stream."""
         if self._drained:
+            if self._closed:  # closed by another task since this one last ran: no wait on its fd
+                raise SocketClosed("the socket is closed")
             self._drained = False
             self._streak = 0
             await wait_readable(self._fd, self.receive_timeout)
@@ -174,18 +244,54 @@ class Socket:
         - an int *n*: exactly *n* bytes (on a UDP socket: one datagram of at most *n* bytes).
 
         If the connection closes first, :class:`coserve.ConnectionClosed` is raised
-        and its ``partial`` holds what arrived (prefix included).
+        and its ``partial`` holds what arrived (prefix included); if the peer resets
+        it, :class:`coserve.ConnectionReset` (a ConnectionClosed and a
+        ConnectionResetError). A receive that times out or is cancelled loses
+        nothing: what it received stays buffered for the next receive.
         """
-        if pattern == "*l":
-            line = await self._receive_line(prefix)
-            return prefix + line if prefix else line
-        if pattern == "*a":
-            return prefix + await self._receive_all()
-        if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
-            if not self._stream:
-                data, _ = await self.receive_from(pattern)
-                return prefix + data
-            return await self._receive_exactly(pattern, prefix)
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive()")
+        if self._streak >= _STREAK:  # a turn for the others, before serving anything (see _io)
+            self._streak = 0
+            await sleep(0)
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if not self._stream and (pattern == "*l" or pattern == "*a"):
+            raise ValueError(
+                f"receive({pattern!r}) would merge datagrams on a UDP socket; "
+                "receive one with receive(n) or receive_from()"
+            )
+        try:
+            if pattern == "*l":
+                buf = self._rbuf
+                i = buf.find(b"\n")
+                if i >= 0:  # served from the buffer: no system call, but it counts as an operation
+                    self._streak += 1
+                    line = bytes(buf[:i])
+                    del buf[: i + 1]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
+                    if b"\r" in line:
+                        line = line.replace(b"\r", b"")
+                else:
+                    line = await self._receive_line(prefix, len(buf))
+                return prefix + line if prefix else line
+            if pattern == "*a":
+                return prefix + await self._receive_all()
+            if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
+                if not self._stream:
+                    data, _ = await self.receive_from(pattern)
+                    return prefix + data
+                buf = self._rbuf
+                if len(buf) < pattern:
+                    return await self._receive_exactly(pattern, prefix)
+                self._streak += 1  # served from the buffer
+                out = bytes(buf[:pattern])
+                del buf[:pattern]  # type: ignore[union-attr]
+                return prefix + out if prefix else out
+        except ConnectionResetError as e:
+            if isinstance(e, ConnectionClosed):
+                raise
+            raise ConnectionReset(self._take_partial(prefix)) from e
         raise ValueError(f'receive pattern must be "*l", "*a" or a number of bytes >= 0, not {pattern!r}')
 
     def _buffer(self) -> bytearray:
@@ -194,9 +300,19 @@ class Socket:
             buf = self._rbuf = bytearray(buf)
         return buf
 
-    async def _receive_line(self, prefix: bytes) -> bytes:
+    def _take_partial(self, prefix: bytes) -> bytes:
+        """The pattern cannot complete: hand over everything buffered (it goes into ``partial``)."""
+        partial = prefix + bytes(self._rbuf)
+        self._rbuf = b""
+        return partial
+
+    # Every pattern appends what it receives to the socket's buffer at once, and takes its result
+    # out only when it is complete: a timeout, a cancellation or an error at any wait leaves the
+    # bytes where the next receive finds them.
+
+    async def _receive_line(self, prefix: bytes, start: int) -> bytes:
+        """A line, searching the buffer from *start* (receive() looked at the bytes before it)."""
         buf = self._buffer()
-        start = 0
         while True:
             i = buf.find(b"\n", start)
             if i >= 0:
@@ -208,21 +324,20 @@ class Socket:
                     f"no end of line in the first {len(buf)} bytes (max_line is {self.max_line})"
                 )
             start = len(buf)
-            data = await self._recv(65536)
+            data = await self._recv(_CHUNK)
             if not data:
-                partial = prefix + bytes(buf)
-                buf.clear()
-                raise ConnectionClosed(partial)
+                raise ConnectionClosed(self._take_partial(prefix))
             buf += data
 
     async def _receive_exactly(self, n: int, prefix: bytes) -> bytes:
         buf = self._buffer()
         while len(buf) < n:
-            data = await self._recv(max(n - len(buf), 65536))
+            # Read ahead a little, but never allocate more than _MAX_READ at once: memory grows
+            # with what arrives, not with what was asked for.
+            want = n - len(buf)
+            data = await self._recv(_CHUNK if want < _CHUNK else want if want < _MAX_READ else _MAX_READ)
             if not data:
-                partial = prefix + bytes(buf)
-                buf.clear()
-                raise ConnectionClosed(partial)
+                raise ConnectionClosed(self._take_partial(prefix))
             if not buf and len(data) == n:
                 return prefix + data if prefix else data
             buf += data
@@ -231,25 +346,38 @@ class Socket:
         return prefix + out if prefix else out
 
     async def _receive_all(self) -> bytes:
-        chunks = [bytes(self._rbuf)]
-        self._rbuf = b""
+        buf = self._buffer()
         while True:
-            data = await self._recv(65536)
+            data = await self._recv(_CHUNK)
             if not data:
-                return b"".join(chunks)
-            chunks.append(data)
+                self._rbuf = b""
+                return bytes(buf)
+            buf += data
 
     @types.coroutine
     def receive_partial(self, max: int = 65536) -> Generator[Any, Any, bytes]:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
         # A generator-based coroutine that yields the kernel's trap itself: an idle connection's
         # handler waits here, so every frame saved is memory saved per connection.
+        if type(max) is not int or max < 1:  # 0 would return b"", which means the end of the stream
+            raise _bad_max("receive_partial()", max, 1)
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive_partial()")
+        if self._streak >= _STREAK:  # a turn for the others, before the recv (see _io)
+            self._streak = 0
+            yield _YIELD
+        if self._closed:
+            raise SocketClosed("the socket is closed")
         buf = self._rbuf
-        if buf:
+        if buf:  # served from the buffer: no system call, but it counts toward the starve rule
+            self._streak += 1
             out = bytes(buf[:max])
             del buf[:max]  # type: ignore[union-attr]  # a non-empty buffer is a bytearray
             return out
-        if self._plain and not self._closed:
+        if max > _MAX_READ:  # "at most max": never allocate a huge buffer for one recv
+            max = _MAX_READ
+        if self._plain:
             # The direct path of a plain stream socket: the recv inline, no extra frame.
             if self._drained:
                 self._drained = False
@@ -263,9 +391,6 @@ class Socket:
                 if len(data) < max:
                     self._drained = True
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    yield _YIELD
                 return data
         if not self._stream:
             data, _ = yield from self.receive_from(max).__await__()
@@ -278,9 +403,17 @@ class Socket:
         A datagram larger than *max* raises :class:`coserve.DatagramTooLarge`
         (holding its first *max* bytes) instead of being cut silently.
         """
+        if type(max) is not int or max < 0:
+            raise _bad_max("receive_from()", max, 0)
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.receive_from()")
         if self._stream:
             raise CoserveError("receive_from() is for UDP sockets; use receive() on a stream socket")
-        data, addr = await self._io(self._sock.recvfrom, max + 1)
+        size = max + 1  # one more: a datagram larger than max is reported, not cut silently
+        if size > _MAX_DATAGRAM and self._sock.family in (socket.AF_INET, socket.AF_INET6):
+            size = _MAX_DATAGRAM  # an IP datagram cannot be larger: allocate no more
+        data, addr = await self._io(self._sock.recvfrom, size)
         if len(data) > max:
             raise DatagramTooLarge(data[:max], addr, max)
         return data, addr
@@ -294,6 +427,12 @@ class Socket:
         Nothing is buffered: while the peer does not read, the sender waits
         (that is the backpressure).
         """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.send()")
+        if self._streak >= _STREAK:  # a turn for the others, before the send (see _io)
+            self._streak = 0
+            yield _YIELD
         if self._plain and not self._closed:
             total = len(data) if type(data) is bytes else memoryview(data).nbytes
             try:  # the direct path: most sends complete at once
@@ -302,9 +441,6 @@ class Socket:
                 n = 0
             if n == total:
                 self._streak += 1
-                if self._streak >= _STREAK:
-                    self._streak = 0
-                    yield _YIELD
                 return n
             return (yield from self._send_rest(data, n).__await__())
         return (yield from self._send_rest(data, 0).__await__())
@@ -322,6 +458,9 @@ class Socket:
 
     async def send_to(self, data: bytes, addr: Any) -> int:
         """Send one datagram to *addr* (UDP only)."""
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.send_to()")
         if self._stream:
             raise CoserveError("send_to() is for UDP sockets; use send() on a stream socket")
         return await self._io(self._sock.sendto, data, addr, write=True)  # type: ignore[no-any-return]
@@ -330,7 +469,8 @@ class Socket:
 
     def settimeout(self, timeout: float | None) -> None:
         """Set the connect, send and receive timeouts at once (seconds; None waits forever)."""
-        self.settimeouts(connect=timeout, send=timeout, receive=timeout)
+        _check_timeout("the timeout given to settimeout()", timeout)
+        self.connect_timeout = self.send_timeout = self.receive_timeout = timeout
 
     def settimeouts(
         self, connect: float | None = _KEEP, send: float | None = _KEEP, receive: float | None = _KEEP
@@ -339,14 +479,13 @@ class Socket:
 
         Expiry raises :class:`TimeoutError`; the socket stays usable.
         """
-        for name, value in (("connect", connect), ("send", send), ("receive", receive)):
-            if value is _KEEP:
-                continue
-            if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
-                raise ValueError(
-                    f"the {name} timeout must be a number of seconds >= 0 or None, not {value!r}"
-                )
-            setattr(self, f"{name}_timeout", value)
+        changes = (("connect", connect), ("send", send), ("receive", receive))
+        for name, value in changes:  # all checked before any is set
+            if value is not _KEEP:
+                _check_timeout(f"the {name} timeout", value)
+        for name, value in changes:
+            if value is not _KEEP:
+                setattr(self, f"{name}_timeout", value)
 
     # -- TLS -------------------------------------------------------------------------
 
@@ -363,10 +502,28 @@ class Socket:
         *ssl* is True (the system's default client context, which verifies the
         peer's certificate and host name) or an :class:`ssl.SSLContext`.
         *timeout* defaults to the connect timeout.
+
+        Received bytes that no receive has returned yet arrived in clear before
+        the handshake: the peer had no right to send them (after STARTTLS it must
+        wait for the handshake), and they must never pass for protected data. So
+        the handshake refuses to start, before it sends anything: the bytes are
+        discarded and :class:`coserve.DataBeforeHandshake` (an ``ssl.SSLError``)
+        is raised.
         """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.handshake()")
         ctx = make_ssl_context(ssl if ssl is not None else self._ssl or True, bool(server_side))
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if self._rbuf:
+            discarded = len(self._rbuf)
+            self._rbuf = b""
+            raise DataBeforeHandshake(discarded)
         sock = self._sock
         if not isinstance(sock, _ssl.SSLSocket):
+            if server_side:
+                _record_sni(ctx)
             sock = ctx.wrap_socket(
                 sock,
                 server_side=bool(server_side),
@@ -377,6 +534,7 @@ class Socket:
             self._sock = sock
         self._ssl = ctx
         self._plain = False
+        self._drained = False  # the TLS library may hold decrypted bytes that the poller cannot see
         limit = self.connect_timeout if timeout is _KEEP else timeout
         async with timeout_after(limit):
             await self._io(sock.do_handshake)
@@ -395,9 +553,20 @@ class Socket:
 
     @property
     def server_hostname(self) -> str | None:
-        """The host name a TLS client asked for (SNI), or None."""
+        """The host name of the TLS handshake's SNI, or None.
+
+        On a client, the name it sent and checked the certificate against; on a
+        server, the name the client asked for (None if it sent none, as a client
+        connecting to an IP address does). The server learns it through its
+        context's ``sni_callback``, which coserve wraps: a callback the
+        application set is still called, with the same arguments.
+        """
         sock = self._sock
-        return sock.server_hostname if isinstance(sock, _ssl.SSLSocket) else None
+        if not isinstance(sock, _ssl.SSLSocket):
+            return None
+        if sock.server_side:
+            return getattr(sock, "_coserve_sni", None)
+        return sock.server_hostname
 
     def getpeercert(self) -> Any:
         """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
@@ -467,8 +636,30 @@ class Socket:
         return self._closed
 
     def shutdown(self, how: int) -> None:
-        """Shut down one or both directions (``socket.SHUT_WR`` for a half-close)."""
-        self._sock.shutdown(how)
+        """Shut down one or both directions (``socket.SHUT_WR`` for a half-close).
+
+        On TLS the TLS layer stays in place whatever *how* is (``ssl.SSLSocket.shutdown``
+        would drop it: later receives would return raw TLS records, and sends after
+        ``SHUT_RD`` would go out in clear). A TLS half-close (``SHUT_WR``, alone) is
+        refused with :class:`coserve.CoserveError` before anything is sent: it would
+        have to send close_notify and go on reading, and the ssl module cannot do that
+        (``SSLSocket.unwrap()``, the only way to send close_notify, then reads for the
+        peer's close_notify, and OpenSSL fails the connection with
+        APPLICATION_DATA_AFTER_CLOSE_NOTIFY if application data comes first, losing it).
+        """
+        sock = self._sock
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        if isinstance(sock, _ssl.SSLSocket):
+            if how == socket.SHUT_WR:
+                raise CoserveError(
+                    "a TLS connection cannot be half-closed: that means sending close_notify and "
+                    "reading on, which Python's ssl module cannot do without risking the peer's data; "
+                    "end the request in the protocol itself, or aclose() when done"
+                )
+            socket.socket.shutdown(sock, how)  # below the TLS layer, which stays in place
+            return
+        sock.shutdown(how)
 
     def getpeername(self) -> Any:
         """The peer's address."""
