@@ -73,6 +73,17 @@ def test_legacy_migration():
     assert lines[-1] == "loop ended"
 
 
+def test_chat_keeps_up_with_everyone_but_the_member_that_never_reads():
+    lines = _run(sys.executable, "examples/chat.py")
+    assert lines.count("server: dropping a member 256 lines behind") == 1
+    assert sorted(line for line in lines if " heard " in line) == [
+        f"{name} heard all 600 lines" for name in ("alice", "bob", "carol")
+    ]
+    dropped = [line for line in lines if line.startswith("slowpoke was dropped after ")]
+    assert len(dropped) == 1 and int(dropped[0].split()[4]) < 600  # only what fit in the buffers
+    assert lines[-1] == "chat over: 4 connections, 0 members left"
+
+
 @pytest.mark.parametrize("path", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_is_tested(path):
     tested = {
@@ -83,5 +94,6 @@ def test_every_example_is_tested(path):
         "foreign_loop.py",
         "callbacks.py",
         "legacy_migration.py",
+        "chat.py",
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"
