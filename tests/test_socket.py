@@ -1013,3 +1013,48 @@ def test_receive_partial_after_close_is_socket_closed():
         return got
 
     assert coserve.run(main) == b"z"
+
+
+# --- a socket closed by a task that ran between a waiter's wake-up and its turn (issue 13 item 5) ---
+
+
+def _woken_then_closed(direction):
+    """Wake a waiter on *s* and, in the same poll and before it runs, a task that closes *s*."""
+
+    async def main():
+        raw, s_peer = socket.socketpair()  # a Unix pair: writable again as soon as the peer reads
+        s = coserve.wrap(raw)
+        r, r_peer = await _tcp_pair()
+        if direction == "send":
+            waiter = coserve.spawn(s.send, b"x" * 1_000_000)
+        else:
+            waiter = coserve.spawn(s.receive_partial)
+
+        async def closer():
+            await r.receive_partial()
+            s.close()
+
+        closing = coserve.spawn(closer)
+        await wait_all_tasks_blocked()  # both wait, the closer on r first
+        r_peer.sendall(b"!")  # ready first...
+        if direction == "send":
+            s_peer.setblocking(False)
+            while True:  # ...then s becomes writable, before the next poll
+                try:
+                    s_peer.recv(1 << 20)
+                except BlockingIOError:
+                    break
+        else:
+            s_peer.sendall(b"data")
+        await closing
+        with pytest.raises(coserve.SocketClosed):
+            await waiter
+        for sock in (r, r_peer, s_peer):
+            sock.close()
+
+    coserve.run(main)
+
+
+@pytest.mark.parametrize("direction", ["send", "receive"])
+def test_a_waiter_woken_before_its_socket_was_closed_gets_socket_closed(direction):
+    _woken_then_closed(direction)

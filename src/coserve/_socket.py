@@ -215,10 +215,14 @@ class Socket:
                 return result
             self._streak = 0
             timeout = self.send_timeout if write else self.receive_timeout
-            if want_write:  # close() wakes this wait with SocketClosed, so no check after it
+            if want_write:
                 await wait_writable(self._fd, timeout)
             else:
                 await wait_readable(self._fd, timeout)
+            # close() wakes a waiter with SocketClosed; but a task woken by the same poll may have
+            # closed the socket after this one was woken and before it ran.
+            if self._closed:
+                raise _closed_error()
 
     async def _recv(self, n: int) -> bytes:
         """At least one byte (up to *n*), or b"" at the end of the stream."""
@@ -383,6 +387,8 @@ class Socket:
                 self._drained = False
                 self._streak = 0
                 yield (_READ, self._fd, self.receive_timeout)
+                if self._closed:  # by a task that ran after this one was woken (see _io)
+                    raise _closed_error()
             try:
                 data = self._sock.recv(max)
             except BlockingIOError:
