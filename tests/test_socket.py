@@ -940,12 +940,13 @@ def test_socket_operations_awaited_under_asyncio_are_refused():
     s = coserve.wrap(a)
     try:
         b.sendall(b"x")
-        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
-            asyncio.run(s.receive_partial())
-        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
-            asyncio.run(s.receive())
-        with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
-            asyncio.run(s.send(b"y"))
+
+        async def under_asyncio(op, *args):
+            return await op(*args)
+
+        for op, args in ((s.receive_partial, ()), (s.receive, ()), (s.send, (b"y",))):
+            with pytest.raises(coserve.ForeignAwaitable, match="asyncio"):
+                asyncio.run(under_asyncio(op, *args))
         assert a.recv(10) == b"x"  # nothing was received...
         b.setblocking(False)
         with pytest.raises(BlockingIOError):
