@@ -65,10 +65,16 @@ async def member(sock: coserve.Socket) -> None:
         leave(sock)
 
 
+async def welcomed(sock: coserve.Socket) -> None:
+    line = await sock.receive()
+    if line != b"welcome":
+        raise RuntimeError(f"the server said {line!r}, not welcome")
+
+
 async def chatter(name: str, address: tuple[str, int], here: list[str], all_here: coserve.Event) -> None:
     sock = await coserve.connect(*address)
     await sock.send(name.encode() + b"\n")
-    assert await sock.receive() == b"welcome"
+    await welcomed(sock)
     here.append(name)
     if len(here) == len(CHATTERS):
         all_here.set()
@@ -94,7 +100,7 @@ async def slow_client(address: tuple[str, int], joined: coserve.Event, chat_over
     raw.connect(address)  # on loopback, to a listening socket: this does not block
     sock = coserve.wrap(raw)
     await sock.send(b"slowpoke\n")
-    assert await sock.receive() == b"welcome"
+    await welcomed(sock)
     joined.set()
     await chat_over.wait()
     rest = await sock.receive("*a")  # the server hung up on it

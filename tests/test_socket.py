@@ -1047,9 +1047,9 @@ def _woken_then_closed(direction):
                     break
         else:
             s_peer.sendall(b"data")
-        await closing
-        with pytest.raises(coserve.SocketClosed):
+        with pytest.raises(coserve.SocketClosed):  # awaited before it ends: not reported as well
             await waiter
+        await closing
         for sock in (r, r_peer, s_peer):
             sock.close()
 
