@@ -113,3 +113,22 @@ def test_cancelled_is_not_an_exception_and_errors_share_a_root():
         "ForeignAwaitable",
     ]:
         assert issubclass(getattr(coserve, name), coserve.CoserveError)
+
+
+def test_at_run_end_runs_once_after_the_last_task_and_reports_errors(errors):
+    trace = []
+
+    async def main():
+        coserve.at_run_end(lambda: trace.append("end"))
+        coserve.at_run_end(lambda: 1 / 0)
+        coserve.at_run_end(lambda: trace.append("end 2"))
+        await coserve.sleep(0)
+        trace.append("main done")
+
+    coserve.run(main)
+    assert trace == ["main done", "end", "end 2"]
+    assert [type(e) for e, _ in errors] == [ZeroDivisionError]
+    coserve.run(main)  # a new run starts with no callbacks of the old one
+    assert trace == ["main done", "end", "end 2"] * 2
+    with pytest.raises(TypeError):
+        coserve.at_run_end("not callable")

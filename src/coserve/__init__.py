@@ -8,6 +8,7 @@ are private and layered: ``_kernel`` (loop, tasks, traps) <- ``_time``,
 """
 
 from ._api import (
+    at_run_end,
     cancel_all,
     current_task,
     exit,
@@ -84,6 +85,7 @@ __all__ = [
     "Timer",
     "TooMany",
     "add_server",
+    "at_run_end",
     "cancel_all",
     "connect",
     "connect_unix",

@@ -26,6 +26,7 @@ from ._kernel import Kernel, Task, drop_kernel, get_kernel
 from ._time import check_seconds
 
 __all__ = [
+    "at_run_end",
     "cancel_all",
     "current_task",
     "exit",
@@ -171,6 +172,20 @@ async def wait_for_exit() -> None:
         raise CoserveError("wait_for_exit() must be awaited inside a coserve task")
     if not k.exiting:
         await k._exit_waiters.wait("waiting")
+
+
+def at_run_end(callback: Callable[[], Any]) -> None:
+    """Call ``callback()`` once, when the current run ends (after its last task), before :func:`run` returns.
+
+    For things a library keeps open for the length of a run, such as the idle
+    connections of ``coserve.http``'s shared client: the callback closes them
+    synchronously. Outside a run it applies to the run being prepared (the one
+    the next :func:`run` or :func:`step` drives). Callbacks run in the order
+    they were added; an error in one goes to the error handler.
+    """
+    if not callable(callback):
+        raise TypeError(f"at_run_end() needs a callable, not {callback!r}")
+    get_kernel().at_close(callback)
 
 
 def cancel_all() -> None:

@@ -446,6 +446,7 @@ class Kernel:
         self.idle_ok: set[Task] = set()
         self._wind_down_rounds = 0
         self._closed = False
+        self._at_close: list[Callable[[], Any]] = []  # at_close(): run when the run ends
         # Readiness for fds that are not tasks' (coserve.asyncore's dispatchers): see hook_factory.
         self._hook = hook_factory(self) if hook_factory is not None else None
 
@@ -1053,6 +1054,17 @@ class Kernel:
         task._coro = None
         self._tasks.pop(task, None)
 
+    def at_close(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` when this kernel closes, at the end of its run (after every task ended).
+
+        For resources a library keeps for the length of a run (coserve.http's shared connection
+        pool): the callback closes them synchronously, while the kernel can still forget their fds.
+        Callbacks run in the order they were added; an error in one is reported, not raised.
+        """
+        if self._closed:
+            raise CoserveError("at_close() on a kernel that has already closed")
+        self._at_close.append(callback)
+
     def close(self) -> None:
         """Release the poller, the wake-up fd and the worker threads; close unfinished coroutines."""
         if self._closed:
@@ -1060,6 +1072,12 @@ class Kernel:
         self._closed = True
         for task in list(self._tasks):
             self._close_task(task)
+        callbacks, self._at_close = self._at_close, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as e:
+                self.report(e, None)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._run_threadsafe()
