@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._errors import CoserveError
+from .. import CoserveError
 
 if TYPE_CHECKING:
     from ._models import Request, Response
