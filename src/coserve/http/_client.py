@@ -40,7 +40,7 @@ import ssl as _ssl
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -192,7 +192,8 @@ class _Body:
             self.kind, self.source, self.length = "iter", value, None
         else:
             raise InvalidBody(
-                f"a request body is bytes, str, a file or an (async) iterable of bytes, not {type(value).__name__}"
+                "a request body is bytes, str, a file or an (async) iterable of bytes, "
+                f"not {type(value).__name__}"
             )
 
     @property
@@ -347,7 +348,7 @@ def _basic_auth(user: str, password: str) -> str:
 
 
 def _ssl_from_turbo(options: Mapping[str, Any]) -> _ssl.SSLContext:
-    """An SSLContext from turbo's ``ssl_options`` (``ca_path``, ``cert_file``, ``priv_file``, ``verify_ca``)."""
+    """An SSLContext from turbo's ``ssl_options`` (ca_path, cert_file, priv_file, verify_ca)."""
     unknown = set(options) - {"ca_path", "cert_file", "priv_file", "verify_ca"}
     if unknown:
         raise TypeError(
@@ -420,7 +421,7 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the idle connections; the active ones close when their requests end. Then no more requests."""
+        """Close the idle connections (the active ones close as their requests end); no more requests."""
         self._closed = True
         self._pool.close()
 
@@ -518,13 +519,14 @@ class Client:
         timeouts: Timeouts = opts["timeout"]
         try:
             async with timeout_after(timeouts.request):
-                return await self._send(method, url, opts, gettime())
+                response = await self._send(method, url, opts, gettime())
         except TimeoutError as e:
             if isinstance(e, HTTPError):
                 raise
             raise RequestTimeout(
                 f"the response did not come within the request timeout ({timeouts.request} s)"
             ) from None
+        return response
 
     async def _send(self, method: str, url: str | URL, opts: dict[str, Any], started: float) -> Response:
         if self._closed:
@@ -544,7 +546,7 @@ class Client:
         if opts["http_version"] == "1.0":
             await body.buffer()
         user_headers = Headers(opts["headers"])
-        extra_cookies = dict(opts["cookies"]) if opts["cookies"] else {}
+        extra_cookies = dict(opts["cookies"]) if opts.get("cookies") else {}
         history: list[Response] = []
         seen = {(method, str(target))}
         while True:
@@ -573,7 +575,8 @@ class Client:
                     )
                 if len(history) >= opts["max_redirects"]:
                     raise TooManyRedirects(
-                        f"more than {opts['max_redirects']} redirects (max_redirects), the last to {following}",
+                        f"more than {opts['max_redirects']} redirects (max_redirects), "
+                        f"the last to {following}",
                         request=request,
                     )
                 status = response.status
@@ -827,7 +830,7 @@ def _shared_client() -> Client:
 
 
 async def request(method: str, url: str | URL, **options: Any) -> Response:
-    """One request with the client shared by the run (Copas's ``http.request``); its pool closes at run end."""
+    """One request with the client shared by the run (Copas's ``http.request``); closed at run end."""
     return await _shared_client().request(method, url, **options)
 
 
@@ -917,7 +920,7 @@ def _from_turbo(kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 async def fetch(url: str | URL, **kwargs: Any) -> Response:
-    """turbo's ``HTTPClient:fetch``: never raises for a failed request; ``response.error`` says what failed.
+    """Turbo's ``HTTPClient:fetch``: never raises for a failed request; ``response.error`` says what failed.
 
     Takes turbo's keyword arguments (``method``, ``params``, ``keep_alive``,
     ``cookie``, ``http_version``, ``use_gzip``, ``allow_redirects``,

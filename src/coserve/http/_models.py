@@ -486,6 +486,23 @@ class Response:
             raise _not_read("the body was iterated already, so it cannot be read again")
         return self.body
 
+    async def _discard(self, limit: int) -> None:
+        """Read and drop the rest of the body (a redirect's) so the connection can be reused.
+
+        Past *limit* decoded bytes it is not worth it: the connection is closed instead.
+        """
+        stream = self._stream
+        if stream is None:
+            return
+        seen = 0
+        while seen <= limit:
+            chunk = await stream.next_chunk()
+            if chunk is None:  # the stream has let the connection go
+                self._stream = None
+                return
+            seen += len(chunk)
+        await self.aclose()
+
     async def aclose(self) -> None:
         """Let the connection go without reading the rest of the body (it is closed, not reused)."""
         stream, self._stream = self._stream, None

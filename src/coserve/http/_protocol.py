@@ -259,6 +259,7 @@ class ResponseReader:
                 line += len(part) - pos
                 break
             if line + i - pos > limit:
+                line += i - pos
                 break
             line, pos = 0, i + 1
         if line > limit:
@@ -281,6 +282,10 @@ class ResponseReader:
             if self._state is _DONE:  # what follows the response is not ours to parse
                 self.excess = True
                 return
+            if self._head_seen and self._status == 101:  # llhttp pauses on an upgrade
+                raise RemoteProtocolError(
+                    "the server switched protocols (101), which was not asked for"
+                ) from None
             raise RemoteProtocolError(f"the server's response is malformed: {e}") from None
 
     def on_status(self, reason: bytes) -> None:
@@ -361,13 +366,23 @@ class _Inflater:
 
     def __init__(self, coding: str) -> None:
         self._gzip = coding in ("gzip", "x-gzip")
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
-        self._started = False
+        # "deflate" is meant to be zlib-wrapped (RFC 9110), but some servers send raw deflate:
+        # its first two bytes tell (a zlib header is CM=8 and a multiple of 31).
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS) if self._gzip else None
+        self._head = b""
         #: Decoded bytes produced so far.
         self.produced = 0
 
     def inflate(self, data: bytes, cap: int, check: BodyDecoder) -> bytes:
         out: list[bytes] = []
+        if self._z is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            cmf, flg = self._head[0], self._head[1]
+            zlib_wrapped = cmf & 0x0F == 8 and (cmf * 256 + flg) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+            data, self._head = self._head, b""
         while data:
             z = self._z
             if z.eof:
@@ -378,14 +393,8 @@ class _Inflater:
             try:
                 piece = z.decompress(data, _INFLATE_STEP)
             except zlib.error as e:
-                if not self._gzip and not self._started:
-                    # "deflate" is meant to be zlib-wrapped, but some servers send raw deflate.
-                    self._started = True
-                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)
-                    continue
                 coding = "gzip" if self._gzip else "deflate"
                 raise DecodingError(f"the body could not be decoded ({coding}): {e}") from None
-            self._started = True
             self.produced += len(piece)
             check.limit(self.produced, cap)
             out.append(piece)
@@ -393,6 +402,10 @@ class _Inflater:
         return b"".join(out)
 
     def flush(self) -> bytes:
+        if self._z is None:
+            if self._head:
+                raise DecodingError("the body could not be decoded (deflate): it ended after one byte")
+            return b""
         return self._z.flush() if not self._z.eof else b""
 
 
