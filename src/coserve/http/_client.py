@@ -44,7 +44,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from .. import Socket, at_run_end, connect, gettime, timeout_after
+from .. import Socket, at_run_end, connect, gettime, move_on_after, timeout_after
 from .. import __version__ as _version
 from ._errors import (
     BodyNotReplayable,
@@ -62,6 +62,7 @@ from ._errors import (
     RequestTimeout,
     TLSError,
     TooManyRedirects,
+    UnsupportedScheme,
 )
 from ._models import URL, Headers, Request, Response, Timeouts
 from ._pool import Connection, Pool, is_idempotent
@@ -72,6 +73,7 @@ from ._protocol import (
     Data,
     EndOfMessage,
     Event,
+    Informational,
     ResponseHead,
     ResponseReader,
     encode_chunk,
@@ -118,8 +120,13 @@ OPTIONS: dict[str, Any] = {
     "user_agent": USER_AGENT,
     "ssl": None,
     "on_headers": None,
+    "proxy": None,
+    "trust_env": False,
 }
-_BODY_OPTIONS = ("body", "json", "form")
+_BODY_OPTIONS = ("body", "json", "form", "files")
+#: How long a request with ``Expect: 100-continue`` waits for the 100 before sending its body anyway
+#: (curl's default).
+EXPECT_TIMEOUT = 1.0
 
 
 def _check_options(options: Mapping[str, Any], allow_body: bool) -> dict[str, Any]:
@@ -143,6 +150,9 @@ def _check_options(options: Mapping[str, Any], allow_body: bool) -> dict[str, An
     auth = out.get("auth")
     if auth is not None and not (isinstance(auth, tuple) and len(auth) == 2):
         raise TypeError(f"auth must be a (user, password) tuple, not {auth!r}")
+    proxy = out.get("proxy")
+    if proxy is not None:
+        out["proxy"] = _proxy_url(proxy)
     hook = out.get("on_headers")
     if hook is not None and not callable(hook):
         raise TypeError(f"on_headers must be callable, not {hook!r}")
@@ -155,10 +165,13 @@ def _check_options(options: Mapping[str, Any], allow_body: bool) -> dict[str, An
 class _Body:
     """A request body, ready to be sent (and, if it can be, sent again for a 307/308 or a retry)."""
 
-    def __init__(self, value: Any, json: Any, form: Any) -> None:
+    def __init__(self, value: Any, json: Any, form: Any, files: Any = None) -> None:
         given = [n for n, v in (("body", value), ("json", json), ("form", form)) if v is not None]
-        if len(given) > 1:
-            raise InvalidBody(f"give one of body, json and form, not {' and '.join(given)}")
+        if len(given) > 1 or (files is not None and given and given != ["form"]):
+            named = [*given, *(["files"] if files is not None else [])]
+            raise InvalidBody(
+                f"give one of body, json and form (or form with files), not {' and '.join(named)}"
+            )
         self.content_type: str | None = None
         self.data: bytes | None = None
         self.source: Any = None
@@ -166,6 +179,9 @@ class _Body:
         self.length: int | None = 0
         self.kind = "none"
         self.used = False
+        if files is not None:
+            self._multipart(form, files)
+            return
         if json is not None:
             value = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
             self.content_type = "application/json"
@@ -196,9 +212,64 @@ class _Body:
                 f"not {type(value).__name__}"
             )
 
+    def _multipart(self, form: Any, files: Any) -> None:
+        """multipart/form-data (RFC 7578): the form's fields, then the files, streamed from files."""
+        boundary = os.urandom(16).hex()
+        parts: list[Any] = []  # bytes, or (file, its start) to stream
+
+        def disposition(name: str, filename: str | None) -> str:
+            quoted = name.replace("\\", "\\\\").replace('"', "%22")
+            out = f'Content-Disposition: form-data; name="{quoted}"'
+            if filename is not None:
+                out += '; filename="' + filename.replace("\\", "\\\\").replace('"', "%22") + '"'
+            return out
+
+        pairs = list(form.items() if isinstance(form, Mapping) else form) if form else []
+        for name, value in pairs:
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                data = v if isinstance(v, bytes) else str(v).encode()
+                head = f"--{boundary}\r\n{disposition(str(name), None)}\r\n\r\n"
+                parts.append(_multipart_text(head) + data + b"\r\n")
+        if not isinstance(files, Mapping):
+            raise InvalidBody(f"files is a mapping of field name to file, not {type(files).__name__}")
+        for name, spec in files.items():
+            filename, content, ctype = None, spec, "application/octet-stream"
+            if isinstance(spec, tuple):
+                if not 2 <= len(spec) <= 3:
+                    raise InvalidBody(
+                        f"a file is (filename, content) or (filename, content, type), not {spec!r}"
+                    )
+                filename, content = spec[0], spec[1]
+                ctype = spec[2] if len(spec) == 3 else ctype
+            elif hasattr(spec, "read"):
+                filename = os.path.basename(str(getattr(spec, "name", name)))
+            head = f"--{boundary}\r\n{disposition(str(name), filename)}\r\nContent-Type: {ctype}\r\n\r\n"
+            parts.append(_multipart_text(head))
+            if isinstance(content, str):
+                content = content.encode()
+            if isinstance(content, (bytes, bytearray, memoryview)):
+                parts.append(bytes(content) + b"\r\n")
+            elif hasattr(content, "read"):
+                size = _remaining_size(content)
+                try:
+                    start = content.tell()
+                except (OSError, ValueError, AttributeError):
+                    start = -1
+                parts.append((content, start, size))
+                parts.append(b"\r\n")
+            else:
+                raise InvalidBody(f"a file's content is bytes, str or a file, not {type(content).__name__}")
+        parts.append(f"--{boundary}--\r\n".encode())
+        self.kind, self.source = "multipart", parts
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        sizes = [len(p) if isinstance(p, bytes) else p[2] for p in parts]
+        self.length = None if None in sizes else sum(sizes)
+
     @property
     def replayable(self) -> bool:
-        """Whether it can be sent again (bytes, or a seekable file)."""
+        """Whether it can be sent again (bytes, or seekable files)."""
+        if self.kind == "multipart":
+            return all(isinstance(p, bytes) or p[1] >= 0 for p in self.source)
         return self.kind in ("none", "bytes") or (self.kind == "file" and self.start >= 0)
 
     def rewind(self) -> None:
@@ -211,6 +282,10 @@ class _Body:
             )
         if self.kind == "file":
             self.source.seek(self.start)
+        elif self.kind == "multipart":
+            for part in self.source:
+                if not isinstance(part, bytes):
+                    part[0].seek(part[1])
         self.used = False
 
     async def buffer(self) -> None:
@@ -231,12 +306,29 @@ class _Body:
                 if not chunk:
                     return
                 yield _as_bytes(chunk)
+        elif self.kind == "multipart":
+            for part in self.source:
+                if isinstance(part, bytes):
+                    yield part
+                    continue
+                while True:
+                    chunk = part[0].read(_READ_SIZE)
+                    if not chunk:
+                        break
+                    yield _as_bytes(chunk)
         elif self.kind == "aiter":
             async for chunk in self.source:
                 yield _as_bytes(chunk)
         elif self.kind == "iter":
             for chunk in self.source:
                 yield _as_bytes(chunk)
+
+
+def _multipart_text(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # pragma: no cover - str always encodes as UTF-8 but for lone surrogates
+        raise InvalidBody(f"a multipart field name cannot be encoded: {text!r}") from None
 
 
 def _as_bytes(chunk: Any) -> bytes:
@@ -542,7 +634,7 @@ class Client:
         if auth is None and target.username is not None:
             auth = (target.username, target.password or "")
         target = target.with_params(opts["params"]).copy_with(strip_userinfo=True)
-        body = _Body(opts.get("body"), opts.get("json"), opts.get("form"))
+        body = _Body(opts.get("body"), opts.get("json"), opts.get("form"), opts.get("files"))
         if opts["http_version"] == "1.0":
             await body.buffer()
         user_headers = Headers(opts["headers"])
@@ -672,24 +764,39 @@ class Client:
     async def _exchange(self, request: Request, body: _Body, opts: Mapping[str, Any]) -> Response:
         """Send *request* on a pooled connection and read the response's head (the body is left to stream)."""
         url = request.url
-        head = serialize_head(request.method, url.target, request.headers.items(), opts["http_version"])
         ctx = self._ssl_context(opts["ssl"]) if url.scheme == "https" else None
-        key = (url.scheme, url.host, url.port, ctx)
+        proxy = _proxy_for(url, opts)
+        headers = request.headers.items()
+        target = url.target
+        if proxy is not None and url.scheme == "http":
+            # Absolute form through the proxy; one connection to it serves every http origin.
+            target = str(url.copy_with(strip_userinfo=True)).split("#", 1)[0]
+            if proxy.username is not None and "proxy-authorization" not in request.headers:
+                headers.append(("Proxy-Authorization", _basic_auth(proxy.username, proxy.password or "")))
+            key: Any = ("http-proxy", proxy.host, proxy.port, proxy.username, proxy.password)
+        else:
+            key = (url.scheme, url.host, url.port, ctx, proxy and (proxy.host, proxy.port, proxy.username))
+        head = serialize_head(request.method, target, headers, opts["http_version"])
         timeouts: Timeouts = opts["timeout"]
+        expect = "100-continue" in request.headers.get("expect", "").lower() and body.kind != "none"
 
         async def open_connection() -> Socket:
-            return await _connect(url, ctx, timeouts.connect)
+            if proxy is None:
+                return await _connect(url, ctx, timeouts.connect)
+            if url.scheme == "http":
+                return await _connect(proxy, None, timeouts.connect)
+            return await _tunnel(proxy, url, ctx, timeouts.connect)
 
         may_retry = is_idempotent(request.method) and body.replayable
         for attempt in (0, 1):
             conn = await self._pool.acquire(key, open_connection, timeouts.pool, fresh=attempt > 0)
             reader = ResponseReader(request.method, max_fields=opts["max_header_fields"])
+            pending: deque[Event] = deque()
             try:
                 conn.sock.settimeouts(send=timeouts.read, receive=timeouts.read)
                 if attempt:
                     body.rewind()
-                await self._send_request(conn.sock, head, body, opts)
-                pending: deque[Event] = deque()
+                body_sent = await self._send_request(conn.sock, head, body, reader, pending, expect)
                 response_head = await _receive_head(conn.sock, reader, pending)
             except (NetworkError, RemoteProtocolError) as e:
                 self._pool.release(conn, reusable=False)
@@ -702,9 +809,9 @@ class Client:
                 raise
             break
         try:
-            headers = Headers(response_head.headers)
+            response_headers = Headers(response_head.headers)
             decoder = BodyDecoder(
-                headers.get("content-encoding"),
+                response_headers.get("content-encoding"),
                 decompress=opts["decompress"],
                 max_body_size=opts["max_body_size"],
                 max_ratio=opts["max_decompression_ratio"],
@@ -723,24 +830,40 @@ class Client:
             response_head.status,
             response_head.reason,
             response_head.http_version,
-            headers,
+            response_headers,
             url=url,
             request=request,
         )
-        response._stream = _BodyStream(
-            self._pool, conn, reader, pending, decoder, response_head.keep_alive and opts["keep_alive"]
-        )
+        # A body the server answered before it was sent (Expect refused) leaves the connection unusable.
+        keep_alive = response_head.keep_alive and opts["keep_alive"] and body_sent
+        response._stream = _BodyStream(self._pool, conn, reader, pending, decoder, keep_alive)
         return response
 
-    async def _send_request(self, sock: Socket, head: bytes, body: _Body, opts: Mapping[str, Any]) -> None:
+    async def _send_request(
+        self,
+        sock: Socket,
+        head: bytes,
+        body: _Body,
+        reader: ResponseReader,
+        pending: deque[Event],
+        expect: bool,
+    ) -> bool:
+        """Send the head and the body; False if the body was not sent (the server answered first)."""
         if body.kind == "none":
             await _send(sock, head)
-            return
-        if body.kind == "bytes" and body.data is not None and len(body.data) <= _READ_SIZE:
+            return True
+        if not expect and body.kind == "bytes" and body.data is not None and len(body.data) <= _READ_SIZE:
             body.used = True
             await _send(sock, head + body.data)
-            return
+            return True
         await _send(sock, head)
+        if expect:
+            async with move_on_after(EXPECT_TIMEOUT):
+                while not pending:
+                    data = await _receive(sock)
+                    pending.extend(reader.feed(data) if data else reader.feed_eof())
+            if pending and not isinstance(pending[0], Informational):
+                return False  # the final response came instead of 100 Continue: the body stays unsent
         chunked = body.length is None
         sent = 0
         async for chunk in body.chunks():
@@ -752,16 +875,17 @@ class Client:
             await _send(sock, encode_chunk(b""))
         elif sent != body.length:
             raise LocalProtocolError(f"the request body was {sent} bytes, not the {body.length} announced")
+        return True
 
 
 async def _receive_head(sock: Socket, reader: ResponseReader, pending: deque[Event]) -> ResponseHead:
     while True:
-        data = await _receive(sock)
-        events = reader.feed(data) if data else reader.feed_eof()
-        for i, event in enumerate(events):
+        while pending:
+            event = pending.popleft()
             if isinstance(event, ResponseHead):
-                pending.extend(events[i + 1 :])
                 return event
+        data = await _receive(sock)
+        pending.extend(reader.feed(data) if data else reader.feed_eof())
 
 
 async def _connect(url: URL, ctx: _ssl.SSLContext | None, timeout: float | None) -> Socket:
@@ -778,6 +902,69 @@ async def _connect(url: URL, ctx: _ssl.SSLContext | None, timeout: float | None)
         raise TLSError(f"TLS with {where} failed: {e}") from None
     except OSError as e:
         raise ConnectError(f"could not connect to {where}: {e}") from None
+
+
+async def _tunnel(proxy: URL, url: URL, ctx: _ssl.SSLContext | None, timeout: float | None) -> Socket:
+    """A CONNECT tunnel through *proxy* to *url*'s host, then TLS with that host inside it."""
+    sock = await _connect(proxy, None, timeout)
+    try:
+        async with timeout_after(timeout):
+            host = f"[{url.host}]" if ":" in url.host else url.host
+            authority = f"{host}:{url.port}"
+            fields = [("Host", authority)]
+            if proxy.username is not None:
+                fields.append(("Proxy-Authorization", _basic_auth(proxy.username, proxy.password or "")))
+            await _send(sock, serialize_head("CONNECT", authority, fields))
+            reader = ResponseReader("HEAD")  # a 2xx to CONNECT has no body; any other is not read
+            pending: deque[Event] = deque()
+            head = await _receive_head(sock, reader, pending)
+            if not 200 <= head.status < 300:
+                raise ConnectError(
+                    f"the proxy {proxy.host}:{proxy.port} refused the tunnel to {authority}: "
+                    f"{head.status} {head.reason}"
+                )
+            if reader.excess:
+                raise RemoteProtocolError("the proxy sent bytes after its answer to CONNECT")
+            try:
+                await sock.handshake(ctx, server_side=False, server_hostname=url.host, timeout=None)
+            except _ssl.SSLError as e:
+                raise TLSError(f"TLS with {url.host}:{url.port} through the proxy failed: {e}") from None
+    except TimeoutError as e:
+        sock.close()
+        if isinstance(e, HTTPError):
+            raise
+        raise ConnectTimeout(
+            f"connecting to {url.host}:{url.port} through the proxy took longer than {timeout} s"
+        ) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _proxy_url(value: Any) -> URL:
+    if isinstance(value, URL):
+        proxy = value
+    elif isinstance(value, str):
+        proxy = URL(value if "://" in value else f"http://{value}")
+    else:
+        raise TypeError(f"proxy is a URL (http://[user:pass@]host:port), not {value!r}")
+    if proxy.scheme != "http":
+        raise UnsupportedScheme(
+            f"the proxy {value!r} must be an http:// URL (TLS to the proxy is not supported)"
+        )
+    return proxy
+
+
+def _proxy_for(url: URL, opts: Mapping[str, Any]) -> URL | None:
+    """The proxy for *url*: the ``proxy`` option, else (with ``trust_env``) HTTP(S)_PROXY unless NO_PROXY."""
+    proxy: URL | None = opts.get("proxy")
+    if proxy is not None or not opts.get("trust_env"):
+        return proxy
+    found = urllib.request.getproxies_environment().get(url.scheme)
+    if not found or urllib.request.proxy_bypass_environment(url.host):  # type: ignore[attr-defined]
+        return None
+    return _proxy_url(found)
 
 
 def _pairs(params: Any) -> list[tuple[str, Any]]:
