@@ -98,7 +98,7 @@ http {{
 
 
 class Nginx:
-    """A running nginx: ``url(path)`` and ``tls_url(path)``, ``ca`` (a trustme CA) for the client's context."""
+    """A running nginx: ``url(path)``, ``tls_url(path)``, and ``ca``, the trustme CA of its certificate."""
 
     def __init__(self) -> None:
         import trustme
@@ -187,9 +187,14 @@ def start_nginx() -> Nginx:
 
 
 @contextlib.asynccontextmanager
-async def raw_server(handler: Callable[[coserve.Socket], Awaitable[object]]) -> AsyncIterator[str]:
-    """Serve *handler* on 127.0.0.1 for the block; yields ``http://127.0.0.1:PORT``."""
-    server = coserve.serve_tcp(handler, "127.0.0.1", 0)
+async def raw_server(
+    handler: Callable[[coserve.Socket], Awaitable[object]], timeout: float | None = None
+) -> AsyncIterator[str]:
+    """Serve *handler* on 127.0.0.1 for the block; yields ``http://127.0.0.1:PORT``.
+
+    *timeout* is each connection's socket timeout (a kept-alive connection's handler ends after it).
+    """
+    server = coserve.serve_tcp(handler, "127.0.0.1", 0, timeout=timeout)
     try:
         yield f"http://127.0.0.1:{server.address[1]}"
     finally:

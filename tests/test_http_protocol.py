@@ -63,6 +63,14 @@ def test_a_content_length_response_at_every_boundary():
     assert data == Data(b"hello") and end == EndOfMessage(reusable=True)
 
 
+def test_a_zero_length_body_ends_with_the_headers_at_every_boundary():
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    events = every_split("GET", raw)
+    assert [type(e) for e in events] == [ResponseHead, EndOfMessage] and events[1].reusable
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert every_split("GET", raw)[1:] == [EndOfMessage(reusable=True)]
+
+
 def test_a_chunked_response_at_every_boundary():
     raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"
     events = every_split("GET", raw)
@@ -90,7 +98,7 @@ def test_a_head_response_with_content_length_has_no_body_at_every_boundary():
 
 
 def test_bytes_after_a_head_response_mean_the_connection_is_not_reused():
-    reader, events = feed_split("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", None)
+    reader, _ = feed_split("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", None)
     assert reader.done and reader.excess
 
 

@@ -455,6 +455,7 @@ def _ssl_from_turbo(options: Mapping[str, Any]) -> _ssl.SSLContext:
     if options.get("verify_ca", True) is False:
         ctx.check_hostname = False
         ctx.verify_mode = _ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 

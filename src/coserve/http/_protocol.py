@@ -193,6 +193,7 @@ class ResponseReader:
         self._fields: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head_seen = False
+        self._complete = False
 
     @property
     def done(self) -> bool:
@@ -319,7 +320,9 @@ class ResponseReader:
 
     def on_message_complete(self) -> None:
         """httptools: the body ended as framed."""
-        if self._state is _BODY:
+        if self._state is _HEAD:  # Content-Length: 0: the message ended with its header block
+            self._complete = True
+        elif self._state is _BODY:
             self._state = _DONE
             self._events.append(EndOfMessage(reusable=self._keep_alive))
 
@@ -352,10 +355,12 @@ class ResponseReader:
             self._state = _DONE
             self._events.append(EndOfMessage(reusable=keep_alive))
             self._parser = None  # type: ignore[assignment]
+        elif self._complete:  # Content-Length: 0
+            self._state = _DONE
+            self._events.append(EndOfMessage(reusable=keep_alive))
         else:
             self._state = _BODY
             self._keep_alive = keep_alive
-            # A body of Content-Length 0 ends with the headers: llhttp said so already.
 
 
 # -- bodies ---------------------------------------------------------------------------------------
