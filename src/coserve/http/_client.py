@@ -96,6 +96,8 @@ __all__ = [
 
 #: The default User-Agent.
 USER_AGENT = f"coserve/{_version}"
+#: The codings the client decodes (Accept-Encoding with ``decompress=True``).
+ACCEPT_ENCODING = "gzip, deflate"
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 65536  # a redirect's body longer than this is not read: its connection is closed
 
@@ -630,7 +632,7 @@ class Client:
         if not isinstance(method, str):
             raise LocalProtocolError(f"the method is a str, not {method!r}")
         method = method.upper()
-        target = URL(url)
+        target = URL.parse(url)
         auth = opts["auth"]
         if auth is None and target.username is not None:
             auth = (target.username, target.password or "")
@@ -704,21 +706,23 @@ class Client:
         extra_cookies: dict[str, str],
         opts: Mapping[str, Any],
     ) -> Headers:
-        h = Headers([("Host", url.netloc), ("User-Agent", opts["user_agent"]), ("Accept", "*/*")])
+        fields = [("Host", url.netloc), ("User-Agent", opts["user_agent"]), ("Accept", "*/*")]
         if opts["decompress"]:
-            h["Accept-Encoding"] = "gzip, deflate"
+            fields.append(("Accept-Encoding", ACCEPT_ENCODING))
         if not opts["keep_alive"]:
-            h["Connection"] = "close"
+            fields.append(("Connection", "close"))
         elif opts["http_version"] == "1.0":
-            h["Connection"] = "keep-alive"
+            fields.append(("Connection", "keep-alive"))
         if body.kind != "none":
             if body.length is not None:
-                h["Content-Length"] = str(body.length)
+                fields.append(("Content-Length", str(body.length)))
             else:
-                h["Transfer-Encoding"] = "chunked"
+                fields.append(("Transfer-Encoding", "chunked"))
             if body.content_type:
-                h["Content-Type"] = body.content_type
-        h.update_from(user)
+                fields.append(("Content-Type", body.content_type))
+        h = Headers._of_pairs(fields)
+        if user:
+            h.update_from(user)
         if auth is not None and "authorization" not in h:
             h["Authorization"] = _basic_auth(str(auth[0]), str(auth[1]))
         cookie = self._cookie_header(url)
@@ -794,7 +798,9 @@ class Client:
             reader = ResponseReader(request.method, max_fields=opts["max_header_fields"])
             pending: deque[Event] = deque()
             try:
-                conn.sock.settimeouts(send=timeouts.read, receive=timeouts.read)
+                if conn.timeouts != timeouts.read:
+                    conn.sock.settimeouts(send=timeouts.read, receive=timeouts.read)
+                    conn.timeouts = timeouts.read
                 if attempt:
                     body.rewind()
                 body_sent = await self._send_request(conn.sock, head, body, reader, pending, expect)
@@ -810,7 +816,7 @@ class Client:
                 raise
             break
         try:
-            response_headers = Headers(response_head.headers)
+            response_headers = Headers._of_pairs(response_head.headers)
             decoder = BodyDecoder(
                 response_headers.get("content-encoding"),
                 decompress=opts["decompress"],

@@ -62,9 +62,23 @@ class URL:
 
     Raises :class:`~coserve.http.InvalidURL` for what cannot be requested and
     :class:`~coserve.http.UnsupportedScheme` for a scheme other than http(s).
+    Treat it as immutable: :meth:`copy_with` and :meth:`with_params` make new ones.
     """
 
     __slots__ = ("fragment", "host", "password", "path", "port", "query", "scheme", "username")
+
+    @classmethod
+    def parse(cls, url: str | URL) -> URL:
+        """``URL(url)``, remembered: a program that requests the same URLs parses each once."""
+        if isinstance(url, URL):
+            return url
+        parsed = _PARSED.get(url)
+        if parsed is None:
+            parsed = cls(url)
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[url] = parsed
+        return parsed
 
     def __init__(self, url: str | URL) -> None:
         if isinstance(url, URL):
@@ -126,7 +140,9 @@ class URL:
         return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
     def copy_with(self, *, query: str | None = None, strip_userinfo: bool = False) -> URL:
-        """A copy with another query and/or without the ``user:pass@`` part."""
+        """A copy with another query and/or without the ``user:pass@`` part (itself if nothing changes)."""
+        if query is None and (not strip_userinfo or (self.username is None and self.password is None)):
+            return self
         u = URL(self)
         if query is not None:
             u.query = query
@@ -177,6 +193,10 @@ class URL:
         return hash(str(self))
 
 
+_PARSED: dict[str, URL] = {}
+_PARSED_MAX = 1024
+
+
 def _param_str(value: Any) -> str:
     if value is None:
         return ""
@@ -193,39 +213,65 @@ class Headers(MutableMapping[str, str]):
     :meth:`items` gives every ``(name, value)`` pair as received or set.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_keys")
 
     def __init__(self, headers: HeadersLike = None) -> None:
         self._fields: list[tuple[str, str]] = []
+        self._keys: list[str] = []  # the lower-cased name of each field, in step with _fields
         if headers is not None:
             self.update_from(headers)
+
+    @classmethod
+    def _of_pairs(cls, pairs: list[tuple[str, str]]) -> Headers:
+        """Headers made of *pairs* as they are (the parser's fields: already str, kept in order)."""
+        h = cls.__new__(cls)
+        h._fields = pairs
+        h._keys = [n.lower() for n, _ in pairs]
+        return h
 
     def update_from(self, headers: HeadersLike) -> None:
         """Set the fields of *headers* (a mapping, pairs or Headers), each name replacing earlier ones."""
         if isinstance(headers, Headers):
-            pairs: Iterable[tuple[str, str]] = headers.items()
-            names = {n.lower() for n, _ in headers._fields}
-            self._fields = [f for f in self._fields if f[0].lower() not in names]
-            self._fields.extend(pairs)
+            pairs: Iterable[tuple[str, str]] = headers._fields
+        elif isinstance(headers, Mapping):
+            pairs = headers.items()
+        elif headers is None:
             return
-        pairs = headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[assignment]
+        else:
+            pairs = headers
         seen: set[str] = set()
         for name, value in pairs:
-            if name.lower() not in seen:
-                seen.add(name.lower())
-                self.pop(name, None)
-            self.add(name, value)
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"header names and values are str, not {name!r}: {value!r}")
+            key = name.lower()
+            if key not in seen:
+                seen.add(key)
+                if key in self._keys:
+                    self._remove(key)
+            self._fields.append((name, value))
+            self._keys.append(key)
 
     def add(self, name: str, value: str) -> None:
         """Add a field, keeping those of the same name (for repeated fields)."""
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values are str, not {name!r}: {value!r}")
         self._fields.append((name, value))
+        self._keys.append(name.lower())
 
     def get_list(self, name: str) -> list[str]:
         """Every value of the fields named *name*, in order."""
         key = name.lower()
-        return [v for n, v in self._fields if n.lower() == key]
+        return [f[1] for k, f in zip(self._keys, self._fields, strict=True) if k == key]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of *name* (repeated fields joined with ", "), or *default*."""
+        key = name.lower()
+        keys = self._keys
+        if key not in keys:
+            return default
+        if keys.count(key) == 1:
+            return self._fields[keys.index(key)][1]
+        return ", ".join(self.get_list(name))
 
     def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
         """Every ``(name, value)`` pair, repeated fields included, in order."""
@@ -233,52 +279,67 @@ class Headers(MutableMapping[str, str]):
 
     def copy(self) -> Headers:
         """An independent copy."""
-        h = Headers()
+        h = Headers.__new__(Headers)
         h._fields = list(self._fields)
+        h._keys = list(self._keys)
         return h
 
+    def _remove(self, key: str) -> bool:
+        keys = self._keys
+        if key not in keys:
+            return False
+        kept = [(k, f) for k, f in zip(keys, self._fields, strict=True) if k != key]
+        self._keys = [k for k, _ in kept]
+        self._fields = [f for _, f in kept]
+        return True
+
     def __getitem__(self, name: str) -> str:
-        values = self.get_list(name)
-        if not values:
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
             raise KeyError(name)
-        return values[0] if len(values) == 1 else ", ".join(values)
+        return str(value)
 
     def __setitem__(self, name: str, value: str) -> None:
-        key = name.lower()
-        self._fields = [f for f in self._fields if f[0].lower() != key]
+        self._remove(name.lower())
         self.add(name, value)
 
     def __delitem__(self, name: str) -> None:
-        key = name.lower()
-        kept = [f for f in self._fields if f[0].lower() != key]
-        if len(kept) == len(self._fields):
+        if not self._remove(name.lower()):
             raise KeyError(name)
-        self._fields = kept
+
+    def pop(self, name: str, *default: Any) -> Any:
+        """Remove every field named *name* and return its value (or *default*)."""
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            if default:
+                return default[0]
+            raise KeyError(name)
+        self._remove(name.lower())
+        return value
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        key = name.lower()
-        return any(n.lower() == key for n, _ in self._fields)
+        return isinstance(name, str) and name.lower() in self._keys
 
     def __iter__(self) -> Iterator[str]:
-        seen: dict[str, None] = {}
-        for n, _ in self._fields:
-            seen.setdefault(n.lower(), None)
-        return iter(seen)
+        return iter(dict.fromkeys(self._keys))
 
     def __len__(self) -> int:
-        return len({n.lower() for n, _ in self._fields})
+        return len(set(self._keys))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
-            return [(n.lower(), v) for n, v in self._fields] == [(n.lower(), v) for n, v in other._fields]
+            mine = [(k, v) for k, (_, v) in zip(self._keys, self._fields, strict=True)]
+            theirs = [(k, v) for k, (_, v) in zip(other._keys, other._fields, strict=True)]
+            return mine == theirs
         if isinstance(other, Mapping):
             return dict(self) == {k.lower(): v for k, v in other.items()}
         return NotImplemented
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
+
+
+_MISSING: Any = object()
 
 
 HeadersLike = Headers | Mapping[str, str] | Sequence[tuple[str, str]] | None
@@ -479,9 +540,18 @@ class Response:
 
     async def read(self) -> bytes:
         """Read the rest of the body and return all of it (also kept in :attr:`body`)."""
-        if self._stream is not None:
-            chunks = [chunk async for chunk in self.iter_bytes()]
-            self.body = b"".join(chunks)
+        stream = self._stream
+        if stream is not None:
+            chunks = []
+            try:
+                while (chunk := await stream.next_chunk()) is not None:
+                    chunks.append(chunk)
+            except BaseException:
+                self._stream = None
+                stream.close(reusable=False)
+                raise
+            self._stream = None
+            self.body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         if self.body is None:
             raise _not_read("the body was iterated already, so it cannot be read again")
         return self.body

@@ -48,7 +48,7 @@ Key = Hashable  # (scheme, host, port, TLS context)
 class Connection:
     """One HTTP/1.1 connection: its socket, the key it is pooled under, and how often it was reused."""
 
-    __slots__ = ("idle_since", "key", "sock", "uses")
+    __slots__ = ("idle_since", "key", "sock", "timeouts", "uses")
 
     def __init__(self, sock: Socket, key: Key) -> None:
         #: The coserve Socket.
@@ -59,6 +59,8 @@ class Connection:
         self.uses = 0
         #: The pool's clock when it last went idle.
         self.idle_since = 0.0
+        #: The read timeout last set on the socket (set again only when it changes).
+        self.timeouts: object = None
 
     @property
     def reused(self) -> bool:
@@ -73,9 +75,8 @@ class Connection:
         raw = sock.socket
         if isinstance(raw, _ssl.SSLSocket) and raw.pending():
             return True
-        poller = select.poll()
-        poller.register(raw.fileno(), select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(0))
+        fd = raw.fileno()
+        return fd < 0 or bool(select.select((fd,), (), (), 0)[0])
 
     def __repr__(self) -> str:
         return f"<Connection {self.key[:3] if isinstance(self.key, tuple) else self.key} uses={self.uses}>"

@@ -91,25 +91,40 @@ def serialize_head(
     or header name that is not a token, or a CR, LF or NUL in a target or
     header value (header injection, urllib3 CVE-2020-26137).
     """
-    m = _latin1(method, "the method")
-    if not _TOKEN.fullmatch(m):
-        raise LocalProtocolError(f"the method {method!r} is not an HTTP token")
+    if method not in _CHECKED_NAMES:
+        _check_token(method, "the method")
     t = _latin1(target, "the request target")
     if not t or _BAD_IN_TARGET.search(t):
         raise LocalProtocolError(f"the request target {target!r} has a control character or space in it")
     if http_version not in ("1.1", "1.0"):
         raise LocalProtocolError(f'http_version must be "1.1" or "1.0", not {http_version!r}')
-    out = [m, b" ", t, b" HTTP/", http_version.encode(), b"\r\n"]
+    lines = [f"{method} {target} HTTP/{http_version}\r\n"]
     for name, value in headers:
-        n = _latin1(name, "the header name")
-        if not _TOKEN.fullmatch(n):
-            raise LocalProtocolError(f"the header name {name!r} is not an HTTP token")
-        v = _latin1(value, f"the value of header {name!r}")
-        if _BAD_IN_VALUE.search(v):
+        if name not in _CHECKED_NAMES:
+            _check_token(name, "the header name")
+        if "\r" in value or "\n" in value or "\x00" in value:
             raise LocalProtocolError(f"the value of header {name!r} has a CR, LF or NUL in it: {value!r}")
-        out += (n, b": ", v.strip(b" \t"), b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        lines.append(f"{name}: {value.strip(_OWS)}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    try:
+        return head.encode("latin-1")
+    except UnicodeEncodeError:
+        for name, value in headers:
+            _latin1(value, f"the value of header {name!r}")
+        raise LocalProtocolError(f"the request head {head!r} cannot be sent: it is not latin-1") from None
+
+
+_OWS = " \t"  # optional white space around a field value (RFC 9110 5.6.3)
+# Method and header names already checked to be tokens (bounded: a program uses few names).
+_CHECKED_NAMES: set[str] = set()
+
+
+def _check_token(name: str, what: str) -> None:
+    if not _TOKEN.fullmatch(_latin1(name, what)):
+        raise LocalProtocolError(f"{what} {name!r} is not an HTTP token")
+    if len(_CHECKED_NAMES) < 4096:
+        _CHECKED_NAMES.add(name)
 
 
 def encode_chunk(data: bytes) -> bytes:
@@ -338,8 +353,15 @@ class ResponseReader:
             self._events.append(Informational(status, reason, headers))
             self._new_parser()  # the final response follows
             return
-        lengths = [v for n, v in headers if n.lower() == "content-length"]
-        te = [v for n, v in headers if n.lower() == "transfer-encoding"]
+        lengths: list[str] = []
+        te: list[str] = []
+        for n, v in headers:
+            if len(n) in (14, 17):  # the length of both names: most fields are neither
+                key = n.lower()
+                if key == "content-length":
+                    lengths.append(v)
+                elif key == "transfer-encoding":
+                    te.append(v)
         chunked = bool(te) and te[-1].replace(" ", "").lower().endswith("chunked")
         content_length = int(lengths[0]) if lengths and not chunked else None  # llhttp checked it
         no_body = self._head_request or status in _NO_BODY_STATUS
