@@ -101,7 +101,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 65536  # a redirect's body longer than this is not read: its connection is closed
 
-_UNSET: Any = object()
+_NO_HEADERS = Headers()  # never changed: the request's headers are a new Headers
 
 #: Every option a request takes (each also a Client default), with its default.
 OPTIONS: dict[str, Any] = {
@@ -539,14 +539,15 @@ class Client:
         started = gettime()
         opts = self._merge(options)
         timeouts: Timeouts = opts["timeout"]
+        if timeouts.request is None:  # the common case, without a timeout block
+            response = await self._send(method, url, opts, started)
+            await response.read()  # on failure, read() lets the connection go
+            response.request_time = gettime() - started
+            return response
         try:
             async with timeout_after(timeouts.request):
                 response = await self._send(method, url, opts, started)
-                try:
-                    await response.read()
-                except BaseException:
-                    await response.aclose()
-                    raise
+                await response.read()
         except TimeoutError as e:
             if isinstance(e, HTTPError):
                 raise
@@ -640,10 +641,10 @@ class Client:
         body = _Body(opts.get("body"), opts.get("json"), opts.get("form"), opts.get("files"))
         if opts["http_version"] == "1.0":
             await body.buffer()
-        user_headers = Headers(opts["headers"])
+        user_headers = Headers(opts["headers"]) if opts["headers"] else _NO_HEADERS
         extra_cookies = dict(opts["cookies"]) if opts.get("cookies") else {}
         history: list[Response] = []
-        seen = {(method, str(target))}
+        seen: set[tuple[str, str]] = set()  # filled when a redirect comes
         while True:
             request = Request(
                 method, target, self._headers(target, body, auth, user_headers, extra_cookies, opts), body
@@ -685,6 +686,8 @@ class Client:
                 if following.origin != target.origin:
                     auth, extra_cookies = None, {}
                     user_headers = _without(user_headers, "authorization", "cookie", "proxy-authorization")
+                if not seen:
+                    seen.add((request.method, str(target)))
                 if (method, str(following)) in seen:
                     raise TooManyRedirects(
                         f"a redirect loop: {following} was requested before", request=request

@@ -269,6 +269,10 @@ class ResponseReader:
     def _check_lines(self, part: bytes) -> None:
         pos, line = 0, self._line
         limit = self._max_line
+        if line + len(part) <= limit:  # no line in it can be too long: only carry the last one's length
+            last = part.rfind(b"\n")
+            self._line = line + len(part) if last < 0 else len(part) - last - 1
+            return
         while True:
             i = part.find(b"\n", pos)
             if i < 0:
@@ -455,8 +459,13 @@ class BodyDecoder:
         max_body_size: int | None = None,
         max_ratio: float | None = DEFAULT_MAX_RATIO,
     ) -> None:
-        codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
-        codings = [c for c in codings if c and c != "identity"]
+        if not content_encoding:
+            codings = []
+        elif content_encoding == "gzip":  # the common case, without the general parse below
+            codings = ["gzip"]
+        else:
+            codings = [c.strip().lower() for c in content_encoding.split(",")]
+            codings = [c for c in codings if c and c != "identity"]
         self._inflaters: list[_Inflater] = []
         if decompress and codings and all(c in ("gzip", "x-gzip", "deflate") for c in codings):
             if len(codings) > 2:
