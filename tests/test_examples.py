@@ -95,5 +95,6 @@ def test_every_example_is_tested(path):
         "callbacks.py",
         "legacy_migration.py",
         "chat.py",
+        "fetch_many.py",  # in tests/test_http_nginx.py, against the nginx peer
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"

@@ -902,3 +902,105 @@ def test_proxies_absolute_form_and_connect_tunnels(server_ctx, client_ctx, monke
 
 def origin_of(seen):
     return seen[0][0].split()[1].rsplit("/x", 1)[0]
+
+
+# -- more of the pool: idle expiry, eviction, timeouts of each phase ---------------------------------
+
+
+def test_idle_connections_expire_after_idle_timeout():
+    peer = Peer()
+
+    async def main():
+        async with raw_server(peer.handler(lambda r, p: ok())) as base, http.Client(idle_timeout=5) as c:
+            await c.get(base)
+            await coserve.sleep(4)
+            await c.get(base)  # still alive at 4 s: reused
+            assert peer.connections == 1
+            await coserve.sleep(6)
+            await c.get(base)  # idle 6 s > 5: closed, a new one made
+            assert peer.connections == 2 and c.pool.stats()["connections"] == 1
+
+    run(main, clock=MockClock(autojump_threshold=0))
+
+
+def test_a_full_pool_closes_another_hosts_idle_connection_to_make_room():
+    a, b = Peer(), Peer()
+
+    async def main():
+        async with (
+            raw_server(a.handler(lambda r, p: ok())) as base_a,
+            raw_server(b.handler(lambda r, p: ok())) as base_b,
+        ):
+            async with http.Client(max_connections=1) as c:
+                await c.get(base_a)
+                await c.get(base_b)  # evicts a's idle connection
+                assert c.pool.stats() == {"connections": 1, "idle": 1, "active": 0, "waiting": 0}
+                await c.get(base_a)
+                assert (a.connections, b.connections) == (2, 1)
+
+    run(main)
+
+
+def test_connect_timeout_and_fetch_codes_for_timeouts():
+    # A listener whose backlog is full and that never accepts: the next SYN is not answered.
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+
+        async def main():
+            with pytest.raises(http.ConnectTimeout) as e:
+                await http.get(f"http://127.0.0.1:{port}/", timeout=http.Timeouts(connect=3))
+            assert e.value.code == http.errors.CONNECT_TIMEOUT
+            r = await http.fetch(f"http://127.0.0.1:{port}/", connect_timeout=3)
+            assert r.error.code == http.errors.CONNECT_TIMEOUT
+
+            async def silent(sock):
+                await read_request(sock)
+                await coserve.sleep(3600)
+
+            async with raw_server(silent) as base:
+                r = await http.fetch(base, request_timeout=2)
+                assert r.error.code == http.errors.REQUEST_TIMEOUT and "timeout" in r.error.message
+                coserve.cancel_all()
+
+        run(main, clock=MockClock(autojump_threshold=0))
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_cancelling_while_the_request_body_is_sent_closes_the_connection():
+    got_head = coserve.Event()
+
+    async def never_reads(sock):
+        await sock.receive("*l")
+        got_head.set()
+        await coserve.sleep_forever()
+
+    async def main():
+        async with raw_server(never_reads) as base, http.Client() as c:
+
+            async def upload():
+                await c.post(base, body=b"x" * (32 << 20))  # more than the socket buffers hold
+
+            task = coserve.spawn(upload)
+            await got_head.wait()
+            await coserve.testing.wait_all_tasks_blocked()
+            task.cancel()
+            with pytest.raises(coserve.Cancelled):
+                await task
+            assert c.pool.stats() == {"connections": 0, "idle": 0, "active": 0, "waiting": 0}
+            coserve.cancel_all()
+
+    run(main)
