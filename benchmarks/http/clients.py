@@ -92,7 +92,9 @@ def run_coserve(args: argparse.Namespace, sec: Section, expected: bytes | None) 
         return done
 
     async def main() -> int:
-        async with coserve.http.Client() as c:
+        # The default pool keeps 10 connections per host: enough for the default concurrency.
+        options = {"max_connections_per_host": args.concurrency} if args.concurrency > 10 else {}
+        async with coserve.http.Client(**options) as c:
             if args.workload == "small":
                 first = await c.get(args.url)
                 check(first.status, len(first.body), args)

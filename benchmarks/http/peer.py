@@ -3,8 +3,10 @@
 ``Nginx(small_bytes, big_bytes)`` is a context manager. It writes, in a fresh temporary folder, a
 small file (``/small``), a large one (``/big``) and a configuration, then runs
 ``/usr/sbin/nginx`` as a child process (``daemon off``, one worker, loopback only, a free port,
-keep-alive on with no request limit per connection, no access log, sendfile). The folder and
-the server are gone when the context ends.
+keep-alive on with no request limit per connection, no access log, sendfile). ``counters()``
+reads nginx's own count of the connections it accepted and the requests it served
+(``stub_status``), so a run can tell how many connections a client opened. The folder and the
+server are gone when the context ends.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {dir}/www;
+        location = /status {{
+            stub_status;
+        }}
     }}
 }}
 """
@@ -169,6 +174,17 @@ class Nginx:
         self._stop()
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def counters(self) -> tuple[int, int]:
+        """nginx's counts of accepted connections and of requests, this probe's own included."""
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        lines = data.split(b"\r\n\r\n", 1)[1].decode().splitlines()
+        accepts, _handled, requests = (int(x) for x in lines[2].split())
+        return accepts, requests
 
     def response_size(self, name: str) -> int:
         """The bytes of one whole response (head and body) to ``GET /name``, as wrk would ask it."""

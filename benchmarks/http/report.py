@@ -57,17 +57,17 @@ def format_tables(data: dict) -> str:
             "baseline)",
             "",
             "| client | requests/s | client CPU us/request | CPU vs aiohttp | CPU vs aiohttp+uvloop "
-            "| requests/s vs aiohttp | nginx CPU us/request |",
-            "|---|---|---|---|---|---|---|",
+            "| requests/s vs aiohttp | nginx CPU us/request | connections |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name in _names(per):
             r, q = per[name], rat.get(name, {})
             status = _status(r)
             if status:
-                out.append(f"| {name} | {status} | | | | | |")
+                out.append(f"| {name} | {status} | | | | | | |")
                 continue
             cells = [f"{r['req_per_s']:,.0f}", f"{r['cpu_us_per_req']:.1f}", *_ratios(q),
-                     f"{r.get('nginx_cpu_us_per_req', 0):.1f}"]  # fmt: skip
+                     f"{r.get('nginx_cpu_us_per_req', 0):.1f}", f"{r.get('connections', 0):g}"]  # fmt: skip
             out.append(f"| {name} | {' | '.join(cells)} |")
         out.append("")
     if "download" in med:

@@ -57,10 +57,11 @@ class Failed(Exception):
     """A client that did not complete its workload, or failed a check."""
 
 
-def spawn(cmd: list[str], timeout: float) -> tuple[str, float]:
-    """Run ``cmd`` to its end: its standard output and its whole CPU time (``os.wait4``)."""
+def spawn(cmd: list[str], timeout: float, cpu: int | None) -> tuple[str, float]:
+    """Run ``cmd`` (pinned to ``cpu``) to its end: its output and its whole CPU time (``os.wait4``)."""
+    pre = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=pre)
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         try:
@@ -79,16 +80,16 @@ def spawn(cmd: list[str], timeout: float) -> tuple[str, float]:
 
 
 def wrk_command(args: argparse.Namespace, url: str, connections: int) -> list[str]:
-    wrk = ["wrk", "-t1", f"-c{connections}", f"-d{args.wrk_seconds:g}s", "-s",
-           os.path.join(HERE, "wrk-summary.lua"), url]  # fmt: skip
-    return ["taskset", "-c", str(CLIENT_CPU), *wrk] if args.pin else wrk
+    return ["wrk", "-t1", f"-c{connections}", f"-d{args.wrk_seconds:g}s", "-s",
+            os.path.join(HERE, "wrk-summary.lua"), url]  # fmt: skip
 
 
 def measure_wrk(args: argparse.Namespace, nginx: Nginx, workload: str, sizes: dict) -> dict:
     name, conns = ("small", args.concurrency) if workload == "small" else ("big", 1)
-    s0 = nginx.worker_cpu()
-    out, cpu = spawn(wrk_command(args, nginx.url(name), conns), args.wrk_seconds + 60)
-    s1 = nginx.worker_cpu()
+    cmd = wrk_command(args, nginx.url(name), conns)
+    s0, c0 = nginx.worker_cpu(), nginx.counters()
+    out, cpu = spawn(cmd, args.wrk_seconds + 60, CLIENT_CPU if args.pin else None)
+    s1, c1 = nginx.worker_cpu(), nginx.counters()
     stats = json.loads(out.strip().splitlines()[-1])
     errors = {k: stats[k] for k in ("connect", "read", "write", "status", "timeout") if stats[k]}
     if errors:
@@ -98,7 +99,8 @@ def measure_wrk(args: argparse.Namespace, nginx: Nginx, workload: str, sizes: di
     if not n or not n * size <= stats["bytes"] < (n + conns) * size:
         raise Failed(f"wrk read {stats['bytes']} bytes for {n} responses of {size} bytes")
     wall = stats["duration_us"] / 1e6
-    result = {"requests": n, "wall_s": wall, "cpu_s": cpu, "process_cpu_s": cpu, "nginx_cpu_s": s1 - s0}
+    result = {"requests": n, "wall_s": wall, "cpu_s": cpu, "process_cpu_s": cpu, "nginx_cpu_s": s1 - s0,
+              **served(c0, c1)}  # fmt: skip
     if workload == "small":
         result.update(req_per_s=n / wall, cpu_us_per_req=cpu / n * 1e6,
                       nginx_cpu_us_per_req=(s1 - s0) / n * 1e6)  # fmt: skip
@@ -106,6 +108,11 @@ def measure_wrk(args: argparse.Namespace, nginx: Nginx, workload: str, sizes: di
         body = stats["bytes"] - n * (size - args.download_bytes)  # the heads are not body
         result.update(mb_per_s=body / 1e6 / wall, cpu_ms_per_100mb=cpu * 1e3 * 1e8 / body)
     return result
+
+
+def served(before: tuple[int, int], after: tuple[int, int]) -> dict:
+    """The connections nginx accepted and the requests it served between two probes (less the second one)."""
+    return {"connections": after[0] - before[0] - 1, "nginx_requests": after[1] - before[1] - 1}
 
 
 def measure_client(args: argparse.Namespace, nginx: Nginx, impl: str, workload: str) -> dict:
@@ -117,19 +124,20 @@ def measure_client(args: argparse.Namespace, nginx: Nginx, impl: str, workload: 
     else:
         cmd += [nginx.url("big"), "--length", str(args.download_bytes), "--warm-url", nginx.url("small"),
                 "--warm-length", str(args.small_bytes)]  # fmt: skip
-    if args.pin:
-        cmd += ["--cpu", str(CLIENT_CPU)]
-    s0 = nginx.worker_cpu()
-    out, process_cpu = spawn(cmd, timeout=max(300.0, args.requests * 0.02))
-    s1 = nginx.worker_cpu()
+    s0, c0 = nginx.worker_cpu(), nginx.counters()
+    out, process_cpu = spawn(cmd, max(300.0, args.requests * 0.02), CLIENT_CPU if args.pin else None)
+    s1, c1 = nginx.worker_cpu(), nginx.counters()
     result = json.loads(out.strip().splitlines()[-1])
     if "unavailable" in result:
         return result
-    result["process_cpu_s"] = process_cpu
-    result["nginx_cpu_s"] = s1 - s0
+    result.update(process_cpu_s=process_cpu, nginx_cpu_s=s1 - s0, **served(c0, c1))
+    # Before the measured section: the first request and the warm-up, or the download's warm-up GET.
+    unmeasured = 1 + args.warmup if workload == "small" else 1
+    all_requests = result["requests"] + unmeasured
+    if result["nginx_requests"] != all_requests:
+        raise Failed(f"nginx served {result['nginx_requests']} requests, the client checked {all_requests}")
     if workload == "small":
         n = result["requests"]
-        all_requests = n + args.warmup + 1  # nginx served the warm-up too
         result.update(req_per_s=n / result["wall_s"], cpu_us_per_req=result["cpu_s"] / n * 1e6,
                       nginx_cpu_us_per_req=(s1 - s0) / all_requests * 1e6)  # fmt: skip
     else:
@@ -141,8 +149,16 @@ def measure_client(args: argparse.Namespace, nginx: Nginx, impl: str, workload: 
 
 FIGURES = {"small": ("cpu_us_per_req", "req_per_s"), "download": ("cpu_ms_per_100mb", "mb_per_s")}
 KEYS = {
-    "small": ("cpu_us_per_req", "req_per_s", "wall_s", "cpu_s", "process_cpu_s", "nginx_cpu_us_per_req"),
-    "download": ("cpu_ms_per_100mb", "mb_per_s", "wall_s", "cpu_s", "process_cpu_s"),
+    "small": (
+        "cpu_us_per_req",
+        "req_per_s",
+        "wall_s",
+        "cpu_s",
+        "process_cpu_s",
+        "nginx_cpu_us_per_req",
+        "connections",
+    ),
+    "download": ("cpu_ms_per_100mb", "mb_per_s", "wall_s", "cpu_s", "process_cpu_s", "connections"),
 }
 
 
