@@ -1,6 +1,6 @@
 """The HTTP client benchmark (issue 8): coserve.http against aiohttp, httpx, urllib3 and requests.
 
-    python benchmarks/http/run.py                      # everything, 3 rounds (a few minutes)
+    python benchmarks/http/run.py                      # everything, 3 rounds (about 2 minutes)
     python benchmarks/http/run.py --impls coserve,aiohttp,aiohttp-uvloop --rounds 5
     python benchmarks/http/run.py --rounds 1 --requests 2000 --out /tmp/http.json   # a quick check
 
@@ -13,12 +13,14 @@ file and a 100 MB file. Two workloads:
 
 Each client (``clients.py``) runs in a process of its own, pinned to CPU 1 while nginx has CPU 0,
 checks every response (status 200 and the body's length) and reports the CPU time (user+system
-of its process, every thread) and the wall time of the measured section, after a warm-up. The
-figures: client CPU microseconds per request and requests per second; for the download, MB/s
-(10^6 bytes) and client CPU milliseconds per 100 MB. ``wrk`` (one thread, as many connections
-as the concurrency, for ``--wrk-seconds``) is the practical limit; its CPU is its whole
-process's (``os.wait4``); its checks are its own error counts (non-2xx, socket errors) and a byte
-count that must match whole responses.
+of its process, every thread) and the wall time of the measured section, after a warm-up.
+nginx's own counts (``stub_status``) must show as many requests as the client checked; they also
+show the connections it opened (keep-alive: one per concurrent request). The figures: client CPU
+microseconds per request and requests per second; for the download, MB/s (10^6 bytes) and
+client CPU milliseconds per 100 MB. ``wrk`` (one thread, as many connections as the
+concurrency, for ``--wrk-seconds``) is the practical limit; its CPU is its whole process's
+(``os.wait4``); its checks are its own error counts (non-2xx, socket errors) and a byte count
+that must match whole responses.
 
 Rounds are interleaved (every client once per round, the order rotated each round); the medians
 are reported, and the ratios to aiohttp and to aiohttp on uvloop are taken within each round,
