@@ -9,6 +9,7 @@ coserve's (above 1: coserve is better), on a log scale.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import sys
@@ -156,6 +157,14 @@ def echo_chart(data: dict, path: pathlib.Path, title: str = "Echo benchmark") ->
     plt.close(fig)
 
 
+def http_report():
+    """benchmarks/http/report.py, loaded by its path (``http`` is also the standard library's package)."""
+    spec = importlib.util.spec_from_file_location("http_report", HERE / "http" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     parts = []
     echo = load("echo")
@@ -168,6 +177,11 @@ def main() -> None:
         parts.append(
             echo_section(ac, "asyncore: the standard library's and coserve's, same code", "echo-asyncore")
         )
+    http = load("http")
+    if http is not None:
+        hr = http_report()
+        hr.chart(http, HERE / "http.png")
+        parts.append(hr.section(http))
     for name in TITLES:
         data = load(name)
         if data is None:
