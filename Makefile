@@ -33,11 +33,13 @@ test: lint
 test-slow: $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q -m slow
 
-# Long: the echo benchmark (about 20 minutes), then the kernel's (about 20). See benchmarks/README.md.
+# Long: the echo benchmark (about 20 minutes), then the kernel's (about 20), then the HTTP client's
+# (a few minutes). See benchmarks/README.md.
 bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/echo/run.py --rounds 2 --out benchmarks/results/echo.json
 	$(BIN)/python benchmarks/kernel.py --rounds 5 --out benchmarks/results/kernel-cpu.json
 	$(BIN)/python benchmarks/kernel.py --mode instructions --out benchmarks/results/kernel-instructions.json
+	$(BIN)/python benchmarks/http/run.py --out benchmarks/results/http.json
 	$(BIN)/python benchmarks/report.py
 
 clean:
