@@ -92,7 +92,9 @@ def test_a_get_and_what_the_response_holds():
     line, headers, body = peer.requests[0]
     assert line == "GET /path?q=1&b=x&b=y&c= HTTP/1.1"
     assert headers["user-agent"] == f"coserve/{coserve.__version__}"
-    assert headers["accept-encoding"] == "gzip, deflate" and headers["accept"] == "*/*"
+    assert (
+        headers["accept-encoding"] == "gzip, deflate, br" and headers["accept"] == "*/*"
+    )  # brotli: a test dep
     assert body == b""
 
 
@@ -377,11 +379,16 @@ def test_gzip_bodies_are_decoded_and_bombs_stopped():
     def answer(request, peer):
         if "bomb" in request[0]:
             return ok(bomb, "Content-Encoding: gzip")
+        if "/br" in request[0]:
+            import brotli
+
+            return ok(brotli.compress(text), "Content-Encoding: br")
         return ok(gzip.compress(text), "Content-Encoding: gzip")
 
     async def main():
         async with raw_server(Peer().handler(answer)) as base, http.Client() as c:
             assert (await c.get(base)).body == text
+            assert (await c.get(base + "/br")).body == text
             raw = await c.get(base, decompress=False)
             assert gzip.decompress(raw.body) == text
             with pytest.raises(http.DecodingError, match="decompression bomb"):

@@ -76,6 +76,7 @@ from ._protocol import (
     Informational,
     ResponseHead,
     ResponseReader,
+    accept_encoding,
     encode_chunk,
     serialize_head,
 )
@@ -96,8 +97,8 @@ __all__ = [
 
 #: The default User-Agent.
 USER_AGENT = f"coserve/{_version}"
-#: The codings the client decodes (Accept-Encoding with ``decompress=True``).
-ACCEPT_ENCODING = "gzip, deflate"
+#: The codings the client decodes (Accept-Encoding with ``decompress=True``): br too with brotli.
+ACCEPT_ENCODING = accept_encoding()
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 65536  # a redirect's body longer than this is not read: its connection is closed
 

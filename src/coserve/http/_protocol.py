@@ -31,10 +31,12 @@ adds is what llhttp cannot know or does not bound:
 
 from __future__ import annotations
 
+import importlib
 import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 
@@ -392,6 +394,55 @@ class ResponseReader:
 # -- bodies ---------------------------------------------------------------------------------------
 
 
+def _optional(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+#: Google's brotli bindings, when installed (the ``brotli`` extra): ``br`` bodies are decoded then.
+#: 1.2 is the first whose decompressor bounds its output (``output_buffer_limit``), which the
+#: bomb limits need.
+brotli = _optional("brotli")
+if brotli is not None and not hasattr(brotli, "Decompressor"):  # pragma: no cover - brotlipy, not brotli
+    brotli = None
+
+
+def accept_encoding() -> str:
+    """The codings this client decodes, for Accept-Encoding: gzip and deflate, and br with brotli."""
+    return "gzip, deflate, br" if brotli is not None else "gzip, deflate"
+
+
+class _BrotliInflater:
+    """A ``br`` body, inflated in bounded steps (brotli >= 1.2's ``output_buffer_limit``)."""
+
+    def __init__(self) -> None:
+        self._d = brotli.Decompressor()
+        self.produced = 0
+
+    def inflate(self, data: bytes, cap: int, check: BodyDecoder) -> bytes:
+        out: list[bytes] = []
+        d = self._d
+        try:
+            piece = d.process(data, output_buffer_limit=_INFLATE_STEP)
+            while True:
+                self.produced += len(piece)
+                check.limit(self.produced, cap)
+                out.append(piece)
+                if d.is_finished() or (not piece and d.can_accept_more_data()):
+                    break
+                piece = d.process(b"", output_buffer_limit=_INFLATE_STEP)
+        except brotli.error as e:
+            raise DecodingError(f"the body could not be decoded (br): {e}") from None
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        if not self._d.is_finished():
+            raise DecodingError("the body could not be decoded (br): it ended before its last block")
+        return b""
+
+
 class _Inflater:
     """One content coding, inflated in bounded steps."""
 
@@ -466,11 +517,12 @@ class BodyDecoder:
         else:
             codings = [c.strip().lower() for c in content_encoding.split(",")]
             codings = [c for c in codings if c and c != "identity"]
-        self._inflaters: list[_Inflater] = []
-        if decompress and codings and all(c in ("gzip", "x-gzip", "deflate") for c in codings):
+        self._inflaters: list[_Inflater | _BrotliInflater] = []
+        known = ("gzip", "x-gzip", "deflate", "br") if brotli is not None else ("gzip", "x-gzip", "deflate")
+        if decompress and codings and all(c in known for c in codings):
             if len(codings) > 2:
                 raise DecodingError(f"the body has {len(codings)} content codings; at most 2 are decoded")
-            self._inflaters = [_Inflater(c) for c in reversed(codings)]
+            self._inflaters = [_BrotliInflater() if c == "br" else _Inflater(c) for c in reversed(codings)]
         #: True when the body is being decoded (the Content-Encoding no longer applies to it).
         self.decoding = bool(self._inflaters)
         self._max_body = max_body_size
