@@ -1011,3 +1011,63 @@ def test_cancelling_while_the_request_body_is_sent_closes_the_connection():
             coserve.cancel_all()
 
     run(main)
+
+
+def test_waiters_are_served_first_come_first_served_and_cancelled_waiters_give_back_nothing():
+    peer = Peer()
+    release = coserve.Event()
+
+    async def answer(request, peer):
+        await release.wait()  # the first request holds the one connection until then
+        return ok()
+
+    async def main():
+        async with raw_server(peer.handler(answer)) as base, http.Client(max_connections=1) as c:
+            tasks = [coserve.spawn(c.get, f"{base}/{i}") for i in range(6)]
+            await coserve.testing.wait_all_tasks_blocked()
+            assert c.pool.stats()["waiting"] == 5
+            tasks[3].cancel()  # waiting in the pool's queue
+            release.set()
+            for i, t in enumerate(tasks):
+                if i == 3:
+                    with pytest.raises(coserve.Cancelled):
+                        await t
+                else:
+                    assert (await t).status == 200
+            assert c.pool.stats() == {"connections": 1, "idle": 1, "active": 0, "waiting": 0}
+
+    run(main)
+    assert [line.split()[1] for line, _, _ in peer.requests] == ["/0", "/1", "/2", "/4", "/5"]
+    assert peer.connections == 1
+
+
+def test_cancelling_while_connecting_gives_the_slot_back():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the backlog: the next connect waits for an answer that never comes
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+
+        async def main():
+            async with http.Client(max_connections=1) as c:
+                task = coserve.spawn(c.get, f"http://127.0.0.1:{port}/")
+                await coserve.testing.wait_all_tasks_blocked()
+                assert c.pool.stats()["active"] == 1  # connecting holds the one slot
+                task.cancel()
+                with pytest.raises(coserve.Cancelled):
+                    await task
+                assert c.pool.stats() == {"connections": 0, "idle": 0, "active": 0, "waiting": 0}
+
+        run(main)
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
