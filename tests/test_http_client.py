@@ -93,7 +93,7 @@ def test_a_get_and_what_the_response_holds():
     assert line == "GET /path?q=1&b=x&b=y&c= HTTP/1.1"
     assert headers["user-agent"] == f"coserve/{coserve.__version__}"
     assert (
-        headers["accept-encoding"] == "gzip, deflate, br" and headers["accept"] == "*/*"
+        headers["accept-encoding"] == "gzip, deflate, br, zstd" and headers["accept"] == "*/*"
     )  # brotli: a test dep
     assert body == b""
 
@@ -383,12 +383,17 @@ def test_gzip_bodies_are_decoded_and_bombs_stopped():
             import brotli
 
             return ok(brotli.compress(text), "Content-Encoding: br")
+        if "/zstd" in request[0]:
+            import zstandard
+
+            return ok(zstandard.ZstdCompressor().compress(text), "Content-Encoding: zstd")
         return ok(gzip.compress(text), "Content-Encoding: gzip")
 
     async def main():
         async with raw_server(Peer().handler(answer)) as base, http.Client() as c:
             assert (await c.get(base)).body == text
             assert (await c.get(base + "/br")).body == text
+            assert (await c.get(base + "/zstd")).body == text
             raw = await c.get(base, decompress=False)
             assert gzip.decompress(raw.body) == text
             with pytest.raises(http.DecodingError, match="decompression bomb"):

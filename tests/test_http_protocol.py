@@ -269,12 +269,40 @@ def test_a_brotli_bomb_is_stopped_and_a_cut_stream_is_an_error():
         decode_all(BodyDecoder("br"), b"not brotli at all, really not", 100)
 
 
-def test_without_brotli_br_is_neither_asked_for_nor_decoded(monkeypatch):
+zstandard = pytest.importorskip("zstandard")
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_zstd_in_any_pieces_and_several_frames(step):
+    text = b"the quick brown fox " * 500
+    z = zstandard.ZstdCompressor()
+    assert decode_all(BodyDecoder("zstd"), z.compress(text) + z.compress(b"!"), step) == text + b"!"
+
+
+def test_a_zstd_bomb_is_stopped_and_garbage_is_an_error():
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (200 << 20))  # a few KB
+    decoder = BodyDecoder("zstd")
+    with pytest.raises(DecodingError, match="decompression bomb"):
+        decode_all(decoder, bomb, 1 << 20)
+    assert decoder.size < (2 << 20)
+    with pytest.raises(BodyTooLarge):
+        decode_all(
+            BodyDecoder("zstd", max_body_size=1000), zstandard.ZstdCompressor().compress(b"a" * 5000), 9
+        )
+    with pytest.raises(DecodingError, match=r"\(zstd\)"):
+        decode_all(BodyDecoder("zstd"), b"not zstd at all, not at all", 100)
+
+
+def test_without_brotli_or_zstandard_their_codings_are_neither_asked_for_nor_decoded(monkeypatch):
     from coserve.http import _protocol
 
+    assert _protocol.accept_encoding() == "gzip, deflate, br, zstd"
     monkeypatch.setattr(_protocol, "brotli", None)
-    assert _protocol.accept_encoding() == "gzip, deflate"
+    assert _protocol.accept_encoding() == "gzip, deflate, zstd"
     assert not BodyDecoder("br").decoding
+    monkeypatch.setattr(_protocol, "zstandard", None)
+    assert _protocol.accept_encoding() == "gzip, deflate"
+    assert not BodyDecoder("zstd").decoding
 
 
 def test_concatenated_gzip_members():
@@ -284,8 +312,8 @@ def test_concatenated_gzip_members():
 
 def test_unknown_coding_or_decompress_false_passes_the_body_as_is():
     data = gzip.compress(b"x")
-    assert not BodyDecoder("zstd").decoding
-    assert decode_all(BodyDecoder("zstd"), data, 3) == data
+    assert not BodyDecoder("compress").decoding
+    assert decode_all(BodyDecoder("compress"), data, 3) == data
     assert decode_all(BodyDecoder("gzip", decompress=False), data, 3) == data
 
 

@@ -409,9 +409,66 @@ if brotli is not None and not hasattr(brotli, "Decompressor"):  # pragma: no cov
     brotli = None
 
 
+#: The zstandard package, when installed (the ``zstd`` extra): ``zstd`` bodies are decoded then.
+zstandard = _optional("zstandard")
+
+
 def accept_encoding() -> str:
-    """The codings this client decodes, for Accept-Encoding: gzip and deflate, and br with brotli."""
-    return "gzip, deflate, br" if brotli is not None else "gzip, deflate"
+    """The codings this client decodes, for Accept-Encoding: gzip, deflate; br and zstd when installed."""
+    return ", ".join(_known_codings()[1:])  # x-gzip is understood, not asked for
+
+
+def _known_codings() -> tuple[str, ...]:
+    known: tuple[str, ...] = ("x-gzip", "gzip", "deflate")
+    if brotli is not None:
+        known += ("br",)
+    if zstandard is not None:
+        known += ("zstd",)
+    return known
+
+
+class _Sink:
+    """Where zstandard's stream writer puts what it inflates: at most 64 KiB at a time, checked."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.produced = 0
+        self.cap = 0
+        self.check: BodyDecoder | None = None
+
+    def write(self, data: bytes) -> int:
+        self.produced += len(data)
+        assert self.check is not None
+        self.check.limit(self.produced, self.cap)  # raises out of the writer, before more is inflated
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+class _ZstdInflater:
+    """A ``zstd`` body, inflated in bounded steps: the writer hands each 64 KiB to a checking sink."""
+
+    def __init__(self) -> None:
+        self._sink = _Sink()
+        self._w = zstandard.ZstdDecompressor().stream_writer(
+            self._sink, write_size=_INFLATE_STEP, closefd=False
+        )
+
+    @property
+    def produced(self) -> int:
+        return self._sink.produced
+
+    def inflate(self, data: bytes, cap: int, check: BodyDecoder) -> bytes:
+        sink = self._sink
+        sink.cap, sink.check = cap, check
+        try:
+            self._w.write(data)
+        except zstandard.ZstdError as e:
+            raise DecodingError(f"the body could not be decoded (zstd): {e}") from None
+        out, sink.parts = b"".join(sink.parts), []
+        return out
+
+    def flush(self) -> bytes:
+        return b""
 
 
 class _BrotliInflater:
@@ -491,8 +548,16 @@ class _Inflater:
         return self._z.flush() if not self._z.eof else b""
 
 
+def _inflater(coding: str) -> _Inflater | _BrotliInflater | _ZstdInflater:
+    if coding == "br":
+        return _BrotliInflater()
+    if coding == "zstd":
+        return _ZstdInflater()
+    return _Inflater(coding)
+
+
 class BodyDecoder:
-    """Decodes a body by its Content-Encoding (gzip, deflate) and enforces the body limits.
+    """Decodes a body by its Content-Encoding (gzip, deflate; br, zstd) and enforces the body limits.
 
     *max_body_size* bounds the decoded body (None: no bound): past it,
     :class:`BodyTooLarge`. *max_ratio* bounds how much a compressed body may
@@ -517,12 +582,12 @@ class BodyDecoder:
         else:
             codings = [c.strip().lower() for c in content_encoding.split(",")]
             codings = [c for c in codings if c and c != "identity"]
-        self._inflaters: list[_Inflater | _BrotliInflater] = []
-        known = ("gzip", "x-gzip", "deflate", "br") if brotli is not None else ("gzip", "x-gzip", "deflate")
+        self._inflaters: list[_Inflater | _BrotliInflater | _ZstdInflater] = []
+        known = _known_codings()
         if decompress and codings and all(c in known for c in codings):
             if len(codings) > 2:
                 raise DecodingError(f"the body has {len(codings)} content codings; at most 2 are decoded")
-            self._inflaters = [_BrotliInflater() if c == "br" else _Inflater(c) for c in reversed(codings)]
+            self._inflaters = [_inflater(c) for c in reversed(codings)]
         #: True when the body is being decoded (the Content-Encoding no longer applies to it).
         self.decoding = bool(self._inflaters)
         self._max_body = max_body_size
