@@ -1076,3 +1076,66 @@ def test_cancelling_while_connecting_gives_the_slot_back():
         for s in fillers:
             s.close()
         listener.close()
+
+
+def test_a_reset_mid_body_is_a_network_error():
+    import socket
+    import struct
+
+    async def reset(sock):
+        await read_request(sock)
+        await sock.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial")
+        await coserve.testing.wait_all_tasks_blocked()  # the client is waiting for the rest
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # with linger 0: a RST, not a FIN
+
+    async def main():
+        async with raw_server(reset) as base, http.Client() as c:
+            with pytest.raises(http.NetworkError, match="reset") as e:
+                await c.get(base)
+            assert e.value.code == http.errors.SOCKET_ERROR
+            assert c.pool.stats()["connections"] == 0
+
+    run(main)
+
+
+def test_max_decompression_ratio_option():
+    body = gzip.compress(b"\0" * (4 << 20))  # about 4 KB inflating 1000 times
+
+    async def main():
+        async with raw_server(Peer().handler(lambda r, p: ok(body, "Content-Encoding: gzip"))) as base:
+            async with http.Client() as c:
+                with pytest.raises(http.DecodingError, match="inflated more than 100 times"):
+                    await c.get(base)
+                r = await c.get(base, max_decompression_ratio=None)
+                assert len(r.body) == 4 << 20
+                with pytest.raises(http.DecodingError, match="more than 2 times"):
+                    await c.get(base, max_decompression_ratio=2)
+
+    run(main)
+
+
+def test_turbo_ssl_options_ca_path(ca, server_ctx, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def handle(sock):
+        await read_request(sock)
+        await sock.send(ok(b"verified"))
+
+    async def main():
+        server = coserve.serve_tcp(handle, "127.0.0.1", 0, ssl=server_ctx)
+        try:
+            url = f"https://localhost:{server.address[1]}/"
+            for _ in range(3):
+                r = await http.fetch(url, ssl_options={"ca_path": str(ca_file)})
+                assert r.error is None and r.body == b"verified"
+            assert http._client._shared.pool.stats()["connections"] == 1  # one context: one pool key
+            r = await http.fetch(url, ssl_options={"ca_path": str(tmp_path)})  # a directory, not hashed
+            assert r.error.code == http.errors.SSL_ERROR
+            with pytest.raises(TypeError, match="unknown ssl_options"):
+                await http.get(url, ssl={"cafile": "x"})
+        finally:
+            server.close()
+
+    run(main)

@@ -497,6 +497,7 @@ class Client:
             for name, value in dict(jar).items():
                 self.cookies.set_cookie(_plain_cookie(name, value))
         self._default_ssl: _ssl.SSLContext | None = None
+        self._turbo_ssl: dict[tuple[tuple[str, str], ...], _ssl.SSLContext] = {}
         self._registered = False
         self._closed = False
 
@@ -766,8 +767,12 @@ class Client:
             return self._default_ssl
         if isinstance(option, _ssl.SSLContext):
             return option
-        if isinstance(option, Mapping):
-            return _ssl_from_turbo(option)
+        if isinstance(option, Mapping):  # one context per distinct mapping, so its connections pool
+            key = tuple(sorted((str(k), str(v)) for k, v in option.items()))
+            ctx = self._turbo_ssl.get(key)
+            if ctx is None:
+                ctx = self._turbo_ssl[key] = _ssl_from_turbo(option)
+            return ctx
         raise TypeError(f"ssl must be None, an ssl.SSLContext or turbo's ssl_options mapping, not {option!r}")
 
     async def _exchange(self, request: Request, body: _Body, opts: Mapping[str, Any]) -> Response:
