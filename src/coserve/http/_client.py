@@ -769,10 +769,10 @@ class Client:
             return option
         if isinstance(option, Mapping):  # one context per distinct mapping, so its connections pool
             key = tuple(sorted((str(k), str(v)) for k, v in option.items()))
-            ctx = self._turbo_ssl.get(key)
-            if ctx is None:
-                ctx = self._turbo_ssl[key] = _ssl_from_turbo(option)
-            return ctx
+            turbo = self._turbo_ssl.get(key)
+            if turbo is None:
+                turbo = self._turbo_ssl[key] = _ssl_from_turbo(option)
+            return turbo
         raise TypeError(f"ssl must be None, an ssl.SSLContext or turbo's ssl_options mapping, not {option!r}")
 
     async def _exchange(self, request: Request, body: _Body, opts: Mapping[str, Any]) -> Response:
