@@ -953,8 +953,9 @@ def test_a_full_pool_closes_another_hosts_idle_connection_to_make_room():
     run(main)
 
 
-def test_connect_timeout_and_fetch_codes_for_timeouts():
-    # A listener whose backlog is full and that never accepts: the next SYN is not answered.
+@pytest.fixture
+def unanswered_port():
+    """A port whose listener's backlog is full and that never accepts: a connect there waits."""
     import socket
 
     listener = socket.socket()
@@ -968,28 +969,33 @@ def test_connect_timeout_and_fetch_codes_for_timeouts():
             s.setblocking(False)
             s.connect_ex(("127.0.0.1", port))
             fillers.append(s)
-
-        async def main():
-            with pytest.raises(http.ConnectTimeout) as e:
-                await http.get(f"http://127.0.0.1:{port}/", timeout=http.Timeouts(connect=3))
-            assert e.value.code == http.errors.CONNECT_TIMEOUT
-            r = await http.fetch(f"http://127.0.0.1:{port}/", connect_timeout=3)
-            assert r.error.code == http.errors.CONNECT_TIMEOUT
-
-            async def silent(sock):
-                await read_request(sock)
-                await coserve.sleep(3600)
-
-            async with raw_server(silent) as base:
-                r = await http.fetch(base, request_timeout=2)
-                assert r.error.code == http.errors.REQUEST_TIMEOUT and "timeout" in r.error.message
-                coserve.cancel_all()
-
-        run(main, clock=MockClock(autojump_threshold=0))
+        yield port
     finally:
         for s in fillers:
             s.close()
         listener.close()
+
+
+def test_connect_timeout_and_fetch_codes_for_timeouts(unanswered_port):
+    port = unanswered_port
+
+    async def main():
+        with pytest.raises(http.ConnectTimeout) as e:
+            await http.get(f"http://127.0.0.1:{port}/", timeout=http.Timeouts(connect=3))
+        assert e.value.code == http.errors.CONNECT_TIMEOUT
+        r = await http.fetch(f"http://127.0.0.1:{port}/", connect_timeout=3)
+        assert r.error.code == http.errors.CONNECT_TIMEOUT
+
+        async def silent(sock):
+            await read_request(sock)
+            await coserve.sleep(3600)
+
+        async with raw_server(silent) as base:
+            r = await http.fetch(base, request_timeout=2)
+            assert r.error.code == http.errors.REQUEST_TIMEOUT and "timeout" in r.error.message
+            coserve.cancel_all()
+
+    run(main, clock=MockClock(autojump_threshold=0))
 
 
 def test_cancelling_while_the_request_body_is_sent_closes_the_connection():
@@ -1046,36 +1052,20 @@ def test_waiters_are_served_first_come_first_served_and_cancelled_waiters_give_b
     assert peer.connections == 1
 
 
-def test_cancelling_while_connecting_gives_the_slot_back():
-    import socket
+def test_cancelling_while_connecting_gives_the_slot_back(unanswered_port):
+    port = unanswered_port
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = []
-    try:
-        for _ in range(4):  # fill the backlog: the next connect waits for an answer that never comes
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            fillers.append(s)
+    async def main():
+        async with http.Client(max_connections=1) as c:
+            task = coserve.spawn(c.get, f"http://127.0.0.1:{port}/")
+            await coserve.testing.wait_all_tasks_blocked()
+            assert c.pool.stats()["active"] == 1  # connecting holds the one slot
+            task.cancel()
+            with pytest.raises(coserve.Cancelled):
+                await task
+            assert c.pool.stats() == {"connections": 0, "idle": 0, "active": 0, "waiting": 0}
 
-        async def main():
-            async with http.Client(max_connections=1) as c:
-                task = coserve.spawn(c.get, f"http://127.0.0.1:{port}/")
-                await coserve.testing.wait_all_tasks_blocked()
-                assert c.pool.stats()["active"] == 1  # connecting holds the one slot
-                task.cancel()
-                with pytest.raises(coserve.Cancelled):
-                    await task
-                assert c.pool.stats() == {"connections": 0, "idle": 0, "active": 0, "waiting": 0}
-
-        run(main)
-    finally:
-        for s in fillers:
-            s.close()
-        listener.close()
+    run(main)
 
 
 def test_a_reset_mid_body_is_a_network_error():
