@@ -337,22 +337,54 @@ def test_result_before_done_is_an_error():
     coserve.run(main)
 
 
-def test_cancelling_a_task_that_never_started_runs_none_of_its_waits():
+def test_cancelling_a_task_that_never_started_runs_none_of_its_body():
+    # Copas's removethread, asyncio's and trio's cancel: a task cancelled before it first runs
+    # ends cancelled without executing any of its code (not even up to its first await).
+    trace = []
+
+    async def child(name):
+        trace.append(f"{name} started")
+        try:
+            await coserve.sleep(0)
+        finally:
+            trace.append(f"{name} finally")
+
+    async def main():
+        early = coserve.spawn(child, "early")  # cancelled before the scheduler ever ran it
+        t = coserve.spawn(child, "mine")
+        t.cancel()
+        t.cancel()  # a second cancel changes nothing
+        with pytest.raises(coserve.Cancelled):
+            await t
+        assert t.cancelled()
+        await early
+
+    before = coserve.spawn(child, "before run")  # spawned and cancelled before run() starts
+    before.cancel()
+    coserve.run(main)
+    assert before.cancelled()
+    assert trace == ["early started", "early finally"]
+
+
+def test_cancelling_a_started_task_that_is_ready_is_delivered_at_its_next_wait():
     trace = []
 
     async def child():
         trace.append("started")
         await coserve.sleep(0)
+        trace.append("resumed")  # it was woken before the cancel: that wake-up is kept
+        await coserve.sleep(0)
         trace.append("not reached")
 
     async def main():
         t = coserve.spawn(child)
+        await coserve.sleep(0)  # child runs up to its sleep(0) and is ready again
         t.cancel()
         with pytest.raises(coserve.Cancelled):
             await t
 
     coserve.run(main)
-    assert trace == ["started"]
+    assert trace == ["started", "resumed"]
 
 
 def test_cancel_self_is_delivered_at_the_next_wait():

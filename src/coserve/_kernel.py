@@ -472,6 +472,12 @@ class Kernel:
             task._undo = None
             undo(task._undo_arg)
             self._wake_throw(task, exc)
+        elif task._throw is None and _not_started(task._coro):
+            # Never run (it is in the ready queue, first in line to start): throwing into a coroutine
+            # that has not started ends it at once, so none of its body runs (Copas's removethread,
+            # asyncio's and trio's cancel). Delivered at its next wait instead, the body would run up
+            # to its first await.
+            task._throw = exc
         else:
             pending = task._pending
             if pending is None or _depth(exc) < _depth(pending):
@@ -1166,6 +1172,15 @@ def _where(task: Task) -> str:
     if mine and mine[-1] + 1 < len(frames):
         return f"{frames[mine[-1] + 1].f_code.co_qualname}, called from {where}"
     return where
+
+
+def _not_started(coro: Any) -> bool:
+    """True if *coro* (a coroutine, or a ``@types.coroutine`` generator) has not begun to run."""
+    if type(coro) is types.CoroutineType:
+        return coro.cr_frame is not None and not coro.cr_running and not coro.cr_suspended
+    if type(coro) is types.GeneratorType:
+        return coro.gi_frame is not None and not coro.gi_running and not coro.gi_suspended
+    return False  # another Coroutine implementation: cancelled at its first wait, as before
 
 
 def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:
