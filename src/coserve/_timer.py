@@ -6,7 +6,8 @@ runs inside the loop; an ``async def`` callback is spawned as a task each time
 the timer fires. A recurring timer re-arms itself *before* its callback runs
 (so the callback may cancel it) at the previous due time plus the delay, so it
 does not drift; if the loop fell behind it skips ahead rather than firing in a
-burst.
+burst. Its firings never overlap (as in Copas, where a timer is one coroutine):
+while an async callback runs, the next firing waits for it to end.
 """
 
 from __future__ import annotations
@@ -124,22 +125,52 @@ def _fire(t: Timer) -> None:
     k = t._kernel
     fired = t._entry
     t._entry = None
+    entry = None
     if t.recurring:
-        due = fired[0] + t.delay  # type: ignore[index]
-        now = k.time()
-        if due <= now:  # the loop fell behind: skip ahead rather than fire in a burst
-            due = now + t.delay
-        if due == _INF:
-            t._entry = [_INF, 0, None, None]
-        else:
-            entry = t._entry = [due, k._seq(), _fire, t]
-            heappush(k._timers, entry)
+        entry = _rearm(t, k, fired[0] + t.delay)  # type: ignore[index]
     try:
         result = t.callback(t, t.params)
         if result is not None and isinstance(result, Coroutine):
-            k.spawn(result, (), t.name)
+            task = k.spawn(result, (), t.name)
+            if entry is not None and t._entry is entry:
+                _hold_until_done(t, k, task, entry)
     except Exception as e:
         k.report(e, None)
+
+
+def _rearm(t: Timer, k: _kernel.Kernel, due: float) -> list[Any]:
+    """Arm *t* for *due*, or, if the loop fell behind, one delay from now (skip, do not burst)."""
+    now = k.time()
+    if due <= now:
+        due = now + t.delay
+    if due == _INF:
+        entry = t._entry = [_INF, 0, None, None]
+    else:
+        entry = t._entry = [due, k._seq(), _fire, t]
+        heappush(k._timers, entry)
+    return entry
+
+
+def _hold_until_done(t: Timer, k: _kernel.Kernel, task: _kernel.Task, entry: list[Any]) -> None:
+    """An async callback of a recurring timer is running: fire again only once it has ended.
+
+    Copas runs a timer's callbacks one after another. The timer stays armed (it can
+    be cancelled, which lets the running callback finish and fires no more) but
+    its next firing leaves the heap until the callback's task ends; then it is
+    due at the planned time, or one delay later if the callback overran it. A
+    callback that was cancelled (cancel_all, the end of the run) disarms the timer.
+    """
+    k.cancel_timer(entry)
+    held = t._entry = [entry[0], 0, None, None]  # armed, but not on the heap
+
+    def done(task: _kernel.Task) -> None:
+        if t._entry is not held:  # cancelled, or cancelled and re-armed, meanwhile
+            return
+        t._entry = None
+        if not task.cancelled():
+            _rearm(t, k, held[0])
+
+    task._on_done = done
 
 
 #: Marks the timer-heap entries that are coserve.Timer objects (see Kernel.user_timers).
