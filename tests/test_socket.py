@@ -1059,3 +1059,41 @@ def _woken_then_closed(direction):
 @pytest.mark.parametrize("direction", ["send", "receive"])
 def test_a_waiter_woken_before_its_socket_was_closed_gets_socket_closed(direction):
     _woken_then_closed(direction)
+
+
+# --- closing a server whose accept loop has not run (issue 12 defect 3) -------------------------
+
+
+async def _ignore(sock):
+    pass
+
+
+def test_closing_a_server_before_its_accept_task_ran_reports_nothing(errors):
+    async def main():
+        server = coserve.serve_tcp(_ignore, "127.0.0.1", 0)
+        server.close()  # its accept task is still in the ready queue, never started
+        await server.wait_closed()
+        await wait_all_tasks_blocked()
+        assert server._task.cancelled()
+
+    coserve.run(main)
+    assert errors == []
+
+
+def test_closing_a_server_whose_accept_task_was_just_woken_reports_nothing(errors):
+    async def main():
+        server = coserve.serve_tcp(_ignore, "127.0.0.1", 0)
+        await wait_all_tasks_blocked()  # the accept loop waits for the listening socket
+        with socket.create_connection(server.address):
+            # The connection is in the backlog: the next poll wakes the accept loop, which is then
+            # ready behind this task. Closing the server now must not let it accept on a closed fd.
+            await coserve.sleep(0)
+            assert server._task.state == "ready"
+            server.close()
+            await server.wait_closed()
+            await wait_all_tasks_blocked()
+            assert server._task.done() and server._task.exception() is None  # it saw the close and ended
+            assert server.accepted == 0  # the backlog went with the listener
+
+    coserve.run(main)
+    assert errors == []

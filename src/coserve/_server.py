@@ -136,7 +136,9 @@ class Server:
         fd = lsock.fileno()
         backoff = 0.0
         batch = 0
-        while True:
+        # Checked after every wait: close() may run while this task is woken but not yet running
+        # (its cancellation would only arrive at the next wait, after an accept on a closed fd).
+        while not self._closed:
             try:
                 conn, _ = lsock.accept()
             except BlockingIOError:
