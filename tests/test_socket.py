@@ -51,6 +51,52 @@ def test_receive_patterns_lines_counts_and_all():
     assert coserve.run(main) == [b"first line", b">second", b"exact12bytes", b"[rest of it", b""]
 
 
+def test_receive_n_counts_the_prefix_toward_n_as_luasocket_does():
+    async def talker(sock):
+        await sock.send(b"cdefg")
+        sock.shutdown(socket.SHUT_WR)
+        await sock.receive("*a")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        got = [
+            await s.receive(5, b"ab"),  # 3 bytes received, 5 returned
+            await s.receive(2, b"xyz"),  # the prefix is already n bytes or more: nothing is read
+            await s.receive(2, b"x"),
+            await s.receive(0, b"p"),
+        ]
+        with pytest.raises(coserve.ConnectionClosed) as info:
+            await s.receive(4, b"12")  # 1 byte left, then the end: the partial keeps the prefix
+        got.append(info.value.partial)
+        s.close()
+        server.close()
+        return got
+
+    assert coserve.run(main) == [b"abcde", b"xyz", b"xf", b"p", b"12g"]
+
+
+def test_a_partial_read_resumes_with_its_partial_as_prefix():
+    # Copas's idiom: a read of n bytes that ends early is resumed by passing what arrived as the
+    # prefix of a new read of the same n, which then returns n bytes in all.
+    async def talker(sock):
+        await sock.send(b"1234")
+        await sock.receive(1)  # the client's go-ahead
+        await sock.send(b"5678")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        first = await s.receive_partial(8)
+        await s.send(b"!")
+        whole = await s.receive(8, first)
+        s.close()
+        server.close()
+        return first, whole
+
+    assert coserve.run(main) == (b"1234", b"12345678")
+
+
 def test_connection_closed_mid_pattern_keeps_the_partial_data():
     async def talker(sock):
         await sock.send(b"no end of line")

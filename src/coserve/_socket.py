@@ -245,7 +245,9 @@ class Socket:
         - ``"*l"``: one line; it ends with LF, CR characters are ignored, and the
           end of line is not returned. Longer than :attr:`max_line`: :class:`coserve.LineTooLong`.
         - ``"*a"``: everything until the peer closes the connection.
-        - an int *n*: exactly *n* bytes (on a UDP socket: one datagram of at most *n* bytes).
+        - an int *n*: exactly *n* bytes, the prefix included (as LuaSocket: ``receive(5, b"ab")``
+          receives 3 bytes and returns 5; a prefix of *n* bytes or more is returned as it is).
+          On a UDP socket: one datagram of at most *n* bytes, after the prefix.
 
         If the connection closes first, :class:`coserve.ConnectionClosed` is raised
         and its ``partial`` holds what arrived (prefix included); if the peer resets
@@ -285,6 +287,12 @@ class Socket:
                 if not self._stream:
                     data, _ = await self.receive_from(pattern)
                     return prefix + data
+                if prefix:
+                    # LuaSocket counts the prefix toward n (receive(5, b"ab") returns 5 bytes in all):
+                    # that is what lets a timed-out partial read be resumed with its partial as prefix.
+                    pattern -= len(prefix)
+                    if pattern <= 0:
+                        return prefix
                 buf = self._rbuf
                 if len(buf) < pattern:
                     return await self._receive_exactly(pattern, prefix)
