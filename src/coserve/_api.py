@@ -62,7 +62,10 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
     """
     k = _kernel_for_run(clock)
     if k.running:
-        raise AlreadyRunning("run() was called while the scheduler is running; spawn() the work instead")
+        raise AlreadyRunning(
+            "run() was called while the scheduler is running; spawn() the work instead (a script run by "
+            "the coserve command already runs in a task: run one that calls run() with python)"
+        )
     main_task = None
     if main is not None:
         main_task = k.spawn(main, args, "main")
