@@ -235,3 +235,27 @@ def test_many_timers_mostly_cancelled_keep_the_heap_small():
             t.cancel()
 
     run(main)
+
+
+def test_a_timer_error_handler_gets_its_errors_instead_of_the_default(errors):
+    mine = []
+
+    def handler(exc, task, sock):
+        mine.append((str(exc), task.name if task else None))
+
+    def plain(timer, params):
+        raise ValueError("plain")
+
+    async def later(timer, params):
+        raise ValueError("async")
+
+    async def main():
+        coserve.timer(plain, 1, error_handler=handler)
+        coserve.timer(later, 2, error_handler=handler, name="later")
+        coserve.timer(plain, 3)  # no handler of its own: the default one
+
+    run(main)
+    assert mine == [("plain", None), ("async", "later")]
+    assert [str(e) for e, _ in errors] == ["plain"]
+    with pytest.raises(TypeError):
+        coserve.Timer(plain, 1, error_handler=42)

@@ -41,7 +41,7 @@ from ._errors import (
     Stopping,
     TooMany,
 )
-from ._kernel import Task
+from ._kernel import Task, format_traceback
 from ._server import Server, add_server, remove_server, serve_tcp, serve_udp, serve_unix
 from ._signals import SignalReceiver, on_signal, open_signal_receiver
 from ._socket import Socket, connect, connect_unix, handler, open_udp, wrap
@@ -91,6 +91,7 @@ __all__ = [
     "exit",
     "exiting",
     "finished",
+    "format_traceback",
     "from_callback",
     "get_error_handler",
     "gettime",

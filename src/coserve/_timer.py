@@ -31,12 +31,14 @@ class Timer:
     *recurring* repeats it every *delay* seconds until :meth:`cancel`;
     *initial_delay* sets the first delay instead. The callback may be an
     ``async def`` function (run as a task). An error in the callback goes to
-    the error handler and does not disarm a recurring timer. A timer is
+    the error handler (*error_handler*, or the default one) and does not
+    disarm a recurring timer. A timer is
     created disarmed: call :meth:`arm`, or create it with :func:`timer`.
     """
 
     __slots__ = (
         "_entry",
+        "_error_handler",
         "_kernel",
         "_name",
         "callback",
@@ -55,6 +57,7 @@ class Timer:
         initial_delay: float | None = None,
         params: Any = None,
         name: str | None = None,
+        error_handler: Callable[[BaseException, Any, Any], Any] | None = None,
     ) -> None:
         if not callable(callback):
             raise TypeError(f"a timer's callback must be callable, not {callback!r}")
@@ -62,6 +65,8 @@ class Timer:
             raise ValueError(f"a timer's delay must be >= 0 (> 0 when recurring), not {delay!r}")
         if initial_delay is not None and not initial_delay >= 0:
             raise ValueError(f"initial_delay must be >= 0, not {initial_delay!r}")
+        if error_handler is not None:  # unset otherwise: creating timers is a hot path
+            self.error_handler = error_handler
         #: The function called as ``callback(timer, params)``.
         self.callback = callback
         #: Seconds between firings (and before the first, without *initial_delay*).
@@ -83,6 +88,21 @@ class Timer:
     def name(self) -> str:
         """The name given, or ``timer-<id>``; used for logs and for the task of an async callback."""
         return self._name or f"timer-{id(self):x}"
+
+    @property
+    def error_handler(self) -> Callable[[BaseException, Any, Any], Any] | None:
+        """What handles an error in the callback instead of the default handler (None: the default).
+
+        Called as ``error_handler(exc, task, sock)`` (Copas's per-timer ``errorhandler``);
+        *task* is the callback's task for an async callback, None for a plain one.
+        """
+        return getattr(self, "_error_handler", None)
+
+    @error_handler.setter
+    def error_handler(self, handler: Callable[[BaseException, Any, Any], Any] | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"a timer's error_handler must be callable, not {handler!r}")
+        self._error_handler = handler
 
     @property
     def armed(self) -> bool:
@@ -132,10 +152,11 @@ def _fire(t: Timer) -> None:
         result = t.callback(t, t.params)
         if result is not None and isinstance(result, Coroutine):
             task = k.spawn(result, (), t.name)
+            task._error_handler = t.error_handler
             if entry is not None and t._entry is entry:
                 _hold_until_done(t, k, task, entry)
     except Exception as e:
-        k.report(e, None)
+        k.report(e, None, t.error_handler)
 
 
 def _rearm(t: Timer, k: _kernel.Kernel, due: float) -> list[Any]:
@@ -185,8 +206,10 @@ def timer(
     initial_delay: float | None = None,
     params: Any = None,
     name: str | None = None,
+    error_handler: Callable[[BaseException, Any, Any], Any] | None = None,
 ) -> Timer:
-    """Create a :class:`Timer` and arm it."""
-    return Timer(
-        callback, delay, recurring=recurring, initial_delay=initial_delay, params=params, name=name
-    ).arm()
+    """Create a :class:`Timer` and arm it (Copas's ``copas.timer.new``, which arms too)."""
+    t = Timer(callback, delay, recurring=recurring, initial_delay=initial_delay, params=params, name=name)
+    if error_handler is not None:
+        t.error_handler = error_handler
+    return t.arm()
