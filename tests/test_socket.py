@@ -1143,3 +1143,126 @@ def test_closing_a_server_whose_accept_task_was_just_woken_reports_nothing(error
 
     coserve.run(main)
     assert errors == []
+
+
+# --- Copas parity: names, stats, timeouts, wrapped-socket connect/accept (issue 12) ------------
+
+
+def test_socket_name_stats_and_gettimeouts():
+    names = []
+
+    async def echo(sock):
+        names.append(sock.name)
+        await sock.send(await sock.receive(5))
+
+    async def main():
+        server = serve(echo, name="srv")
+        s = await coserve.connect(*server.address)
+        assert s.name == f"socket-{s.fileno()}"
+        s.name = "my_TCP_client"  # Copas's setsocketname
+        with pytest.raises(TypeError):
+            s.name = 1
+        await s.send(b"hello")
+        assert await s.receive(5) == b"hello"
+        await s.send(memoryview(b"abc"))
+        st = s.stats()
+        s.settimeouts(connect=1, receive=2.5)
+        timeouts = s.gettimeouts()
+        s.settimeouts(**timeouts)  # gettimeouts() gives what settimeouts() takes
+        assert s.gettimeouts() == timeouts
+        r = repr(s)
+        s.close()
+        server.close()
+        return st, timeouts, r
+
+    st, timeouts, r = coserve.run(main)
+    assert names == ["srv:client_1"]
+    assert (st["received"], st["sent"]) == (5, 8) and st["age"] >= 0
+    assert timeouts == {"connect": 1, "send": None, "receive": 2.5}
+    assert "my_TCP_client" in r
+
+
+def test_udp_stats_count_datagrams():
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"one")
+        await b.send_to(b"two!", a.getsockname())
+        got = [await a.receive_from(), await a.receive(10)]
+        stats = (a.stats()["received"], b.stats()["sent"])
+        a.close()
+        b.close()
+        return got, stats
+
+    got, stats = coserve.run(main)
+    assert [g if isinstance(g, bytes) else g[0] for g in got] == [b"one", b"two!"]
+    assert stats == (7, 7)
+
+
+def test_the_error_report_names_the_socket(errors, caplog):
+    async def failing(sock):
+        raise RuntimeError("handler failed")
+
+    async def main():
+        server = serve(failing, name="srv")
+        s = await coserve.connect(*server.address)
+        with pytest.raises(coserve.ConnectionClosed):
+            await s.receive()
+        s.close()
+        server.close()
+
+    coserve.set_error_handler(None, default=True)  # the default handler, which logs
+    with caplog.at_level("ERROR", logger="coserve"):
+        coserve.run(main)
+    assert "uncaught error in task 'srv:client_1' (socket 'srv:client_1')" in caplog.text
+
+
+def test_wrap_of_a_wrapped_socket_returns_it_unchanged():
+    a, b = socket.socketpair()
+    try:
+        s = coserve.wrap(a)
+        assert coserve.wrap(s) is s
+    finally:
+        s.close()
+        b.close()
+
+
+def test_wrapped_socket_bind_listen_accept_and_connect():
+    # Copas's pattern: wrap a plain socket, then connect it (or bind, listen and accept on one).
+    async def main():
+        listener = coserve.wrap(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeouts(receive=7)
+
+        async def server():
+            conn = await listener.accept()
+            assert conn.gettimeouts()["receive"] == 7  # the listener's timeouts are inherited
+            await conn.send(await conn.receive() + b"!\n")
+            conn.close()
+
+        t = coserve.spawn(server)
+        client = coserve.wrap(socket.socket())
+        assert await client.connect(*listener.getsockname()) is client
+        await client.send(b"ping\n")
+        reply = await client.receive()
+        await t
+        client.close()
+        listener.close()
+        return reply
+
+    assert coserve.run(main) == b"ping!"
+
+
+def test_wrapped_socket_connect_refused():
+    async def main():
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        addr = closed.getsockname()
+        closed.close()  # nothing listens there now
+        s = coserve.wrap(socket.socket())
+        with pytest.raises(ConnectionRefusedError):
+            await s.connect(*addr)
+        s.close()
+
+    coserve.run(main)

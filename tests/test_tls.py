@@ -404,3 +404,31 @@ def test_server_side_server_hostname_is_the_name_the_client_asked_for(ca, server
     finally:
         server_ctx.sni_callback = None
     assert heard == ["localhost", None]
+
+
+def test_wrapped_socket_connect_does_the_handshake_and_accept_too(server_ctx, client_ctx):
+    # Copas's outgoing pattern: wrap(socket.tcp(), sslparams):connect(host, port) is secured on return.
+    async def main():
+        listener = coserve.wrap(socket.socket(), server_ctx)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        async def server():
+            conn = await listener.accept()  # the server side of the handshake is done here
+            tls = conn.tls
+            await conn.send(await conn.receive() + b"\n")
+            await conn.aclose()
+            return tls
+
+        t = coserve.spawn(server)
+        client = coserve.wrap(socket.socket(), client_ctx)
+        await client.connect("localhost", listener.getsockname()[1])
+        secured = client.tls and client.server_hostname == "localhost"
+        await client.send(b"over tls\n")
+        reply = await client.receive()
+        server_tls = await t
+        await client.aclose()
+        listener.close()
+        return secured, server_tls, reply
+
+    assert coserve.run(main) == (True, True, b"over tls")

@@ -179,6 +179,7 @@ class Server:
             sock.settimeout(self._timeout)
             coro = self._handler(sock) if self._ssl is None else self._serve_tls(sock)
             task = k.spawn(coro, (), f"{self.name}:client_{self.accepted}")
+            sock._name = task._name  # Copas names the client socket as its handler
         except BaseException:
             sock.close()
             raise

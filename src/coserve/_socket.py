@@ -143,11 +143,15 @@ class Socket:
     """
 
     __slots__ = (
+        "_born",
         "_closed",
         "_drained",
         "_fd",
+        "_name",
         "_plain",
         "_rbuf",
+        "_received",
+        "_sent",
         "_sock",
         "_ssl",
         "_streak",
@@ -173,6 +177,10 @@ class Socket:
         # A new socket has (almost always) nothing to read yet: its first receive waits first.
         self._drained = self._plain
         self._streak = 0
+        self._name: str | None = None
+        self._received = 0
+        self._sent = 0
+        self._born = k.time() if k is not None else _kernel.time.monotonic()
         #: The longest line ``receive("*l")`` accepts before raising :class:`coserve.LineTooLong`.
         self.max_line = 65536
         #: Seconds a receive may wait for data (None: forever); see :meth:`settimeouts`.
@@ -184,7 +192,32 @@ class Socket:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
-        return f"<coserve.Socket {state} {'tls' if self.tls else 'plain'}>"
+        return f"<coserve.Socket {self.name!r} {state} {'tls' if self.tls else 'plain'}>"
+
+    @property
+    def name(self) -> str:
+        """A name for error reports and logs (Copas's ``getsocketname``); settable (``setsocketname``).
+
+        A server names each connection's socket as its task, ``{server}:client_N``;
+        otherwise it is ``socket-<fd>`` until one is set.
+        """
+        return self._name or f"socket-{self._fd}"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"a socket's name is a str, not {value!r}")
+        self._name = value
+
+    def stats(self) -> dict[str, Any]:
+        """Bytes ``received`` and ``sent`` so far, and ``age`` in seconds (Copas's ``getstats``)."""
+        k = _kernel._K
+        now = k.time() if k is not None else _kernel.time.monotonic()
+        return {"received": self._received, "sent": self._sent, "age": now - self._born}
+
+    def gettimeouts(self) -> dict[str, float | None]:
+        """The ``connect``, ``send`` and ``receive`` timeouts, as :meth:`settimeouts` takes them."""
+        return {"connect": self.connect_timeout, "send": self.send_timeout, "receive": self.receive_timeout}
 
     # -- the one place that waits ---------------------------------------------------
 
@@ -233,7 +266,9 @@ class Socket:
             self._streak = 0
             await wait_readable(self._fd, self.receive_timeout)
         data: bytes = await self._io(self._sock.recv, n)
-        if self._plain and len(data) < n:
+        got = len(data)
+        self._received += got
+        if got < n and self._plain:
             self._drained = True
         return data
 
@@ -402,7 +437,9 @@ class Socket:
             except BlockingIOError:
                 data = None  # the slow path is awaited outside this except: no exception kept alive
             if data is not None:
-                if len(data) < max:
+                n = len(data)
+                self._received += n
+                if n < max:
                     self._drained = True
                 self._streak += 1
                 return data
@@ -428,6 +465,7 @@ class Socket:
         if size > _MAX_DATAGRAM and self._sock.family in (socket.AF_INET, socket.AF_INET6):
             size = _MAX_DATAGRAM  # an IP datagram cannot be larger: allocate no more
         data, addr = await self._io(self._sock.recvfrom, size)
+        self._received += len(data)
         if len(data) > max:
             raise DatagramTooLarge(data[:max], addr, max)
         return data, addr
@@ -455,6 +493,7 @@ class Socket:
                 n = 0
             if n == total:
                 self._streak += 1
+                self._sent += n
                 return n
             return (yield from self._send_rest(data, n).__await__())
         return (yield from self._send_rest(data, 0).__await__())
@@ -462,12 +501,17 @@ class Socket:
     async def _send_rest(self, data: bytes | bytearray | memoryview, n: int) -> int:
         sock = self._sock
         if not self._stream:
-            return await self._io(sock.send, data, write=True)  # type: ignore[no-any-return]
+            sent: int = await self._io(sock.send, data, write=True)
+            self._sent += sent
+            return sent
         view = memoryview(data).cast("B")
         total = len(view)
         flags = (_SEND_FLAGS,) if self._plain else ()
+        self._sent += n
         while n < total:
-            n += await self._io(sock.send, view[n:], *flags, write=True)
+            sent = await self._io(sock.send, view[n:], *flags, write=True)
+            n += sent
+            self._sent += sent
         return total
 
     async def send_to(self, data: bytes, addr: Any) -> int:
@@ -477,7 +521,9 @@ class Socket:
             raise _outside_task("Socket.send_to()")
         if self._stream:
             raise CoserveError("send_to() is for UDP sockets; use send() on a stream socket")
-        return await self._io(self._sock.sendto, data, addr, write=True)  # type: ignore[no-any-return]
+        sent: int = await self._io(self._sock.sendto, data, addr, write=True)
+        self._sent += sent
+        return sent
 
     # -- timeouts ------------------------------------------------------------------
 
@@ -586,6 +632,74 @@ class Socket:
         """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
         sock = self._sock
         return sock.getpeercert() if isinstance(sock, _ssl.SSLSocket) else None
+
+    # -- a wrapped socket's own connect, bind, listen and accept (Copas's sock:connect ...) -----
+
+    async def connect(self, host: str, port: int | None = None) -> Socket:
+        """Connect this socket to *host*:*port* (a Unix socket: the path, no port); returns it.
+
+        Waits at most the connect timeout. If the socket was wrapped with *ssl*
+        (``wrap(sock, ssl)``), the TLS handshake is done too, for *host*, so the
+        connection is secured when this returns (Copas's outgoing pattern
+        ``wrap(socket, sslparams):connect(host, port)``). For new connections,
+        :func:`coserve.connect` does more (every address, happy eyeballs).
+        """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.connect()")
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        sock = self._sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            if port is None:
+                raise TypeError("connect() on an internet socket takes a host and a port")
+            infos = [i for i in await _resolve(host, port, sock.type) if i[0] == sock.family]
+            if not infos:
+                raise OSError(f"no {sock.family.name} address found for {host!r}")
+            address: Any = infos[0][4]
+        else:
+            address = host
+        async with timeout_after(self.connect_timeout):
+            err = sock.connect_ex(address)
+            if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                await wait_writable(self._fd)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
+        if self._stream and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            await self.handshake(self._ssl, server_side=False, server_hostname=host)
+        return self
+
+    def bind(self, address: Any) -> None:
+        """Bind the socket to *address* (as :meth:`socket.socket.bind`)."""
+        self._sock.bind(address)
+
+    def listen(self, backlog: int = 128) -> None:
+        """Listen for connections (as :meth:`socket.socket.listen`); then :meth:`accept` them."""
+        self._sock.listen(backlog)
+
+    async def accept(self) -> Socket:
+        """Wait for a connection and return its :class:`Socket` (with the listener's timeouts).
+
+        If the listening socket was wrapped with an ``ssl.SSLContext``, the
+        server side of the TLS handshake is done before it is returned. For
+        a server, :func:`coserve.serve_tcp` / :func:`coserve.add_server` does more.
+        """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.accept()")
+        conn, _ = await self._io(self._sock.accept)
+        client = Socket(conn, self._ssl)
+        try:
+            client.settimeouts(**self.gettimeouts())
+            if isinstance(self._ssl, _ssl.SSLContext):
+                await client.handshake(self._ssl, server_side=True)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     # -- the rest ----------------------------------------------------------------------
 
@@ -707,11 +821,15 @@ class Socket:
         self.close()
 
 
-def wrap(sock: socket.socket, ssl: Any = None) -> Socket:
+def wrap(sock: socket.socket | Socket, ssl: Any = None) -> Socket:
     """Adopt a plain socket (made non-blocking) as a coserve :class:`Socket` (Copas's ``wrap``).
 
-    With *ssl*, a later :meth:`Socket.handshake` uses that context.
+    With *ssl*, a later :meth:`Socket.handshake` uses that context, and so do
+    :meth:`Socket.connect` (client) and :meth:`Socket.accept` (server), which
+    do the handshake themselves. A :class:`Socket` is returned unchanged.
     """
+    if isinstance(sock, Socket):  # already wrapped: returned as it is (Copas's wrap does the same)
+        return sock
     if not isinstance(sock, socket.socket):
         raise TypeError(f"wrap() takes a socket.socket, not {type(sock).__name__}")
     return Socket(sock, ssl)
