@@ -432,3 +432,47 @@ def test_wrapped_socket_connect_does_the_handshake_and_accept_too(server_ctx, cl
         return secured, server_tls, reply
 
     assert coserve.run(main) == (True, True, b"over tls")
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_sni_context_picks_the_certificate_by_name_and_strict_refuses_unknown_names(
+    ca, client_ctx, strict, errors
+):
+    def ctx_for(name):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(ctx)
+        return ctx
+
+    names = {"a.example": ctx_for("a.example"), "*.b.example": ctx_for("*.b.example")}
+    server_ctx = coserve.sni_context(names, strict=strict)
+
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.address[1]
+        ok = []
+        for name in ("a.example", "www.b.example", "A.EXAMPLE"):
+            s = await coserve.connect("127.0.0.1", port, ssl=client_ctx, server_hostname=name)
+            await s.send(b"hi\n")
+            ok.append(await s.receive())
+            await s.aclose()
+        with pytest.raises(ssl.SSLError) as info:  # a name none of the certificates has
+            await coserve.connect("127.0.0.1", port, ssl=client_ctx, server_hostname="c.example")
+        server.close()
+        return ok, info.value
+
+    ok, refused = coserve.run(main)
+    assert ok == [b"hi"] * 3
+    if strict:  # refused by the server, before any certificate
+        assert "UNRECOGNIZED_NAME" in str(refused).upper() and not isinstance(
+            refused, ssl.SSLCertVerificationError
+        )
+    else:  # the default certificate, which the client does not accept for that name
+        assert isinstance(refused, ssl.SSLCertVerificationError)
+    assert errors == []
+
+
+def test_sni_context_checks_its_arguments():
+    with pytest.raises(ValueError):
+        coserve.sni_context({})
+    with pytest.raises(TypeError):
+        coserve.sni_context({"a.example": object()})

@@ -44,7 +44,7 @@ from ._errors import (
 from ._kernel import Task, format_traceback
 from ._server import Server, add_server, remove_server, serve_tcp, serve_udp, serve_unix
 from ._signals import SignalReceiver, on_signal, open_signal_receiver
-from ._socket import Socket, connect, connect_unix, handler, open_udp, wrap
+from ._socket import Socket, connect, connect_unix, handler, open_udp, sni_context, wrap
 from ._sync import Condition, Event, Lock, Queue, Semaphore
 from ._taskgroup import TaskGroup
 from ._threads import from_callback, run_in_thread
@@ -110,6 +110,7 @@ __all__ = [
     "set_error_handler",
     "sleep",
     "sleep_forever",
+    "sni_context",
     "spawn",
     "status",
     "step",

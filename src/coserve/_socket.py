@@ -41,7 +41,7 @@ import socket
 import ssl as _ssl
 import sys
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 from . import _kernel
@@ -60,7 +60,7 @@ from ._sync import Event
 from ._threads import run_in_thread
 from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
 
-__all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
+__all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "sni_context", "wrap"]
 
 _KEEP: Any = object()
 _STREAK = 16  # operations in a row without waiting before one yields
@@ -133,6 +133,48 @@ def _record_sni(ctx: _ssl.SSLContext) -> None:
     cb = ctx.sni_callback
     if type(cb) is not _SniRecorder:
         ctx.sni_callback = _SniRecorder(cb)
+
+
+def sni_context(names: Mapping[str, _ssl.SSLContext], *, strict: bool = False) -> _ssl.SSLContext:
+    """A server context that picks its certificate by the name the client asks for (SNI).
+
+    *names* maps host names (``"*.example.com"`` matches one label) to the
+    server context holding that name's certificate; the first one is the
+    default, served to a client that sends no name. With *strict*, a client
+    whose name matches none is refused with TLS's ``unrecognized_name`` alert
+    (Copas's ``sni = {names = ..., strict = true}``, LuaSec's ``ctx:sni(names, true)``);
+    without, it gets the default certificate (which it will usually not accept).
+    Returns that default context, with its ``sni_callback`` set: give it to
+    :func:`serve_tcp`, :func:`handler` or :meth:`Socket.handshake`.
+    """
+    if not names:
+        raise ValueError("sni_context() needs at least one name and its context")
+    table: dict[str, _ssl.SSLContext] = {}
+    for name, ctx in names.items():
+        if not isinstance(ctx, _ssl.SSLContext):
+            raise TypeError(f"the context for {name!r} must be an ssl.SSLContext, not {ctx!r}")
+        table[name.lower().rstrip(".")] = ctx
+    default = next(iter(names.values()))
+
+    def lookup(name: str) -> _ssl.SSLContext | None:
+        name = name.lower().rstrip(".")
+        found = table.get(name)
+        if found is None and "." in name:
+            found = table.get("*." + name.split(".", 1)[1])
+        return found
+
+    def choose(sslsock: Any, name: str | None, ctx: _ssl.SSLContext) -> int | None:
+        if name is None:
+            return None  # no SNI: the default certificate
+        chosen = lookup(name)
+        if chosen is None:
+            return _ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if strict else None
+        if chosen is not ctx:
+            sslsock.context = chosen
+        return None
+
+    default.sni_callback = choose
+    return default
 
 
 class Socket:
