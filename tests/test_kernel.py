@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import types
 
 import pytest
 
@@ -364,6 +365,25 @@ def test_cancelling_a_task_that_never_started_runs_none_of_its_body():
     coserve.run(main)
     assert before.cancelled()
     assert trace == ["early started", "early finally"]
+
+
+def test_cancelling_a_generator_based_task_before_it_ran_runs_none_of_it():
+    # A @types.coroutine generator (as coserve.sleep is) spawned as a task is cancelled the same way.
+    trace = []
+
+    @types.coroutine
+    def gen():
+        trace.append("ran")
+        yield from coserve.sleep(0)
+
+    async def main():
+        t = coserve.spawn(gen)
+        t.cancel()
+        with pytest.raises(coserve.Cancelled):
+            await t
+
+    coserve.run(main)
+    assert trace == []
 
 
 def test_cancelling_a_started_task_that_is_ready_is_delivered_at_its_next_wait():
