@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import types
 
 import pytest
 
@@ -337,22 +338,73 @@ def test_result_before_done_is_an_error():
     coserve.run(main)
 
 
-def test_cancelling_a_task_that_never_started_runs_none_of_its_waits():
+def test_cancelling_a_task_that_never_started_runs_none_of_its_body():
+    # Copas's removethread, asyncio's and trio's cancel: a task cancelled before it first runs
+    # ends cancelled without executing any of its code (not even up to its first await).
     trace = []
 
-    async def child():
-        trace.append("started")
-        await coserve.sleep(0)
-        trace.append("not reached")
+    async def child(name):
+        trace.append(f"{name} started")
+        try:
+            await coserve.sleep(0)
+        finally:
+            trace.append(f"{name} finally")
 
     async def main():
-        t = coserve.spawn(child)
+        early = coserve.spawn(child, "early")  # cancelled before the scheduler ever ran it
+        t = coserve.spawn(child, "mine")
+        t.cancel()
+        t.cancel()  # a second cancel changes nothing
+        with pytest.raises(coserve.Cancelled):
+            await t
+        assert t.cancelled()
+        await early
+
+    before = coserve.spawn(child, "before run")  # spawned and cancelled before run() starts
+    before.cancel()
+    coserve.run(main)
+    assert before.cancelled()
+    assert trace == ["early started", "early finally"]
+
+
+def test_cancelling_a_generator_based_task_before_it_ran_runs_none_of_it():
+    # A @types.coroutine generator (as coserve.sleep is) spawned as a task is cancelled the same way.
+    trace = []
+
+    @types.coroutine
+    def gen():
+        trace.append("ran")
+        yield from coserve.sleep(0)
+
+    async def main():
+        t = coserve.spawn(gen)
         t.cancel()
         with pytest.raises(coserve.Cancelled):
             await t
 
     coserve.run(main)
-    assert trace == ["started"]
+    assert trace == []
+
+
+def test_cancelling_a_started_task_that_is_ready_is_delivered_at_its_next_wait():
+    trace = []
+
+    async def child():
+        trace.append("started")
+        await coserve.sleep(0)
+        trace.append("resumed")  # it was woken before the cancel: that wake-up is kept
+        await coserve.sleep(0)
+        trace.append("not reached")
+
+    async def main():
+        t = coserve.spawn(child)
+        await coserve.sleep(0)  # child runs up to its sleep(0) and is ready again
+        t.cancel()
+        with pytest.raises(coserve.Cancelled):
+            await t
+
+    coserve.run(main)
+    assert trace == ["started", "resumed"]
 
 
 def test_cancel_self_is_delivered_at_the_next_wait():
@@ -522,6 +574,98 @@ def test_status_counts_tasks_by_state_and_stats():
 def test_status_outside_a_run():
     st = coserve.status(stats=True)
     assert st["tasks"] == 0 and st["stats"]["steps"] == 0
+    assert st["running"] is False and st["read"] == st["active"] == st["duration_tot"] == 0
+
+
+def test_status_carries_copas_keys_and_timing_fields():
+    import socket
+
+    a, b = socket.socketpair()
+
+    async def reader(sock):
+        await sock.receive(1)
+
+    async def main():
+        sock = coserve.wrap(a)
+        coserve.spawn(reader, sock)  # read
+        coserve.spawn(coserve.sleep, 10)  # timer
+        coserve.spawn(coserve.sleep_forever)  # inactive
+        coserve.spawn(coserve.Event().wait)  # inactive
+        coserve.timer(lambda t, p: None, 5)  # a Timer: "timers", not a task
+        first = coserve.status(stats=True)  # switches measuring on
+        await wait_all_tasks_blocked()
+        ready = coserve.spawn(coserve.sleep, 0)  # active
+        st = coserve.status(stats=True)
+        async with coserve.timeout_after(30):  # timeout
+            in_block = coserve.status()
+        await ready
+        coserve.cancel_all()  # no wait after this: main returns its result
+        sock.close()
+        return first, st, in_block
+
+    try:
+        first, st, in_block = coserve.run(main, clock=MockClock(autojump_threshold=0))
+    finally:
+        b.close()
+    assert first["active"] == 4 and first["running"] is True
+    assert (st["read"], st["write"], st["active"], st["timer"], st["inactive"], st["timeout"]) == (
+        1,
+        0,
+        1,
+        1,
+        2,
+        0,
+    )
+    assert st["timers"] == 1 and st["running"] is True and st["tasks"] == 6
+    assert in_block["timeout"] == 1
+    assert st["steps"] >= 1 and st["time_end"] >= st["time_start"]
+    assert 0 <= st["duration_min"] <= st["duration_avg"] <= st["duration_max"] <= st["duration_max_ever"]
+    assert st["duration_tot"] >= st["duration_max"] and st["duration_min_ever"] <= st["duration_min"]
+
+
+def test_task_name_is_settable_and_try_get_reports_the_outcome():
+    async def ok():
+        return 42
+
+    async def bad():
+        raise KeyError("k")
+
+    async def main():
+        t = coserve.spawn(ok)
+        assert t.try_get() == (coserve.Task.PENDING, None)
+        t.name = "renamed"  # Copas's setthreadname
+        assert t.name == "renamed" and "renamed" in repr(t)
+        with pytest.raises(TypeError):
+            t.name = 3
+        f = coserve.spawn(bad)
+        c = coserve.spawn(coserve.sleep_forever)
+        c.cancel()
+        assert await t == 42
+        with pytest.raises(KeyError):
+            await f
+        with pytest.raises(coserve.Cancelled):
+            await c
+        state, exc = f.try_get()
+        assert (t.try_get(), state, type(exc)) == ((coserve.Task.SUCCESS, 42), coserve.Task.ERROR, KeyError)
+        assert c.try_get()[0] == coserve.Task.ERROR and isinstance(c.try_get()[1], coserve.Cancelled)
+
+    coserve.run(main)
+
+
+def test_format_traceback_names_the_task_and_the_socket():
+    async def fails():
+        raise ValueError("boom")
+
+    async def main():
+        t = coserve.spawn(fails, name="worker")
+        with pytest.raises(ValueError) as info:
+            await t
+        return coserve.format_traceback(info.value, t), coserve.format_traceback(info.value)
+
+    text, bare = coserve.run(main)
+    assert text.startswith("uncaught error in task 'worker'\n")
+    assert "in fails" in text and text.rstrip().endswith("ValueError: boom")
+    assert bare.startswith("uncaught error in a timer callback\n")
 
 
 def test_gettime_is_the_kernel_clock():

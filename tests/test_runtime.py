@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+import coserve
 import coserve.__main__ as runtime
 
 TICKER = textwrap.dedent(
@@ -31,8 +32,9 @@ TICKER = textwrap.dedent(
 )
 
 
-def _run(*args, **kw):
+def _run(*args, extra_env=None, **kw):
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env.update(extra_env or {})
     return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, **kw)
 
 
@@ -69,7 +71,7 @@ def test_uncaught_task_error_makes_the_exit_status_nonzero(tmp_path):
     path.write_text("import coserve\nasync def bad():\n    raise ValueError('oops')\ncoserve.spawn(bad)\n")
     r = _run(sys.executable, "-m", "coserve", str(path))
     assert r.returncode == 1
-    assert "ValueError: oops" in r.stderr and "task-1" in r.stderr
+    assert "ValueError: oops" in r.stderr and "task-2" in r.stderr  # task-1 is the script's own
 
 
 def test_error_of_a_task_the_script_kept_still_counts(tmp_path):
@@ -88,18 +90,73 @@ def test_script_error_makes_the_exit_status_nonzero(tmp_path):
     assert r.returncode == 1 and "ZeroDivisionError" in r.stderr
 
 
-def test_script_that_runs_its_own_scheduler_still_works(tmp_path):
+def test_a_script_that_runs_its_own_scheduler_is_told_to_run_with_python(tmp_path):
+    # The script already runs in a task of the command's scheduler (as in Copas's runtime).
     path = tmp_path / "own.py"
     path.write_text("import coserve\nasync def main():\n    return 7\nprint(coserve.run(main))\n")
     r = _run(sys.executable, "-m", "coserve", str(path))
+    assert r.returncode == 1 and "AlreadyRunning" in r.stderr and "with python" in r.stderr
+    r = _run(sys.executable, str(path))
     assert (r.returncode, r.stdout) == (0, "7\n"), r.stderr
 
 
-def test_no_arguments_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as info:
-        runtime.main([])
-    assert info.value.code == 2
-    assert "SCRIPT or -e" in capsys.readouterr().err
+# --- Copas's runtime options (issue 12 defect 5) ---------------------------------------------
+
+
+def test_several_dash_e_run_in_order_then_the_script(script):
+    r = _run(sys.executable, "-m", "coserve", "-e", "print('one')", "-e", "print('two')", str(script), "a")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["one", "two"] + [f"hello {n} ['a']" for n in (1, 2, 3)]
+
+
+def test_no_script_or_dash_reads_the_script_from_standard_input():
+    code = "import sys\nprint('stdin', sys.argv)\n"
+    r = _run(sys.executable, "-m", "coserve", input=code)
+    assert (r.returncode, r.stdout) == (0, "stdin ['-']\n"), r.stderr
+    r = _run(sys.executable, "-m", "coserve", "-e", "print('first')", "-", "x", input=code)
+    assert (r.returncode, r.stdout) == (0, "first\nstdin ['-', 'x']\n"), r.stderr
+
+
+def test_the_script_runs_in_a_task_with_top_level_await_and_coserve_in_its_globals(tmp_path):
+    path = tmp_path / "awaits.py"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            # no import: 'coserve' is there, as Copas's runtime has its global 'copas'
+            async def child():
+                return "child"
+            t = coserve.spawn(child)
+            print(await t, coserve.current_task().name)
+            await coserve.sleep(0.001)
+            print("slept", __name__, __file__.endswith("awaits.py"))
+            """
+        )
+    )
+    r = _run(sys.executable, "-m", "coserve", "-e", "x = await coserve.sleep(0)", str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["child main", "slept __main__ True"]
+
+
+def test_dash_l_imports_a_module_in_order_and_dash_v_prints_the_version(tmp_path):
+    (tmp_path / "announce.py").write_text("print('announce imported')\n")
+    r = _run(
+        sys.executable, "-m", "coserve", "-e", "print('before')", "-l", "announce", "-e", "print('after')",
+        extra_env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, "before\nannounce imported\nafter\n"), r.stderr
+    # -v alone prints the version and reads no script from standard input.
+    r = _run(sys.executable, "-m", "coserve", "-v", input="raise SystemExit(5)\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"coserve {coserve.__version__} (Python ")
+    r = _run(sys.executable, "-m", "coserve", "-l", "no_such_module_here")
+    assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr
+
+
+def test_a_script_that_does_not_compile_fails_before_anything_runs(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("def (:\n")
+    r = _run(sys.executable, "-m", "coserve", "-e", "print('never')", str(path))
+    assert (r.returncode, r.stdout) == (1, "") and "SyntaxError" in r.stderr
 
 
 def test_main_in_process(tmp_path, capsys):

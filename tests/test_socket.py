@@ -51,6 +51,52 @@ def test_receive_patterns_lines_counts_and_all():
     assert coserve.run(main) == [b"first line", b">second", b"exact12bytes", b"[rest of it", b""]
 
 
+def test_receive_n_counts_the_prefix_toward_n_as_luasocket_does():
+    async def talker(sock):
+        await sock.send(b"cdefg")
+        sock.shutdown(socket.SHUT_WR)
+        await sock.receive("*a")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        got = [
+            await s.receive(5, b"ab"),  # 3 bytes received, 5 returned
+            await s.receive(2, b"xyz"),  # the prefix is already n bytes or more: nothing is read
+            await s.receive(2, b"x"),
+            await s.receive(0, b"p"),
+        ]
+        with pytest.raises(coserve.ConnectionClosed) as info:
+            await s.receive(4, b"12")  # 1 byte left, then the end: the partial keeps the prefix
+        got.append(info.value.partial)
+        s.close()
+        server.close()
+        return got
+
+    assert coserve.run(main) == [b"abcde", b"xyz", b"xf", b"p", b"12g"]
+
+
+def test_a_partial_read_resumes_with_its_partial_as_prefix():
+    # Copas's idiom: a read of n bytes that ends early is resumed by passing what arrived as the
+    # prefix of a new read of the same n, which then returns n bytes in all.
+    async def talker(sock):
+        await sock.send(b"1234")
+        await sock.receive(1)  # the client's go-ahead
+        await sock.send(b"5678")
+
+    async def main():
+        server = serve(talker)
+        s = await coserve.connect(*server.address)
+        first = await s.receive_partial(8)
+        await s.send(b"!")
+        whole = await s.receive(8, first)
+        s.close()
+        server.close()
+        return first, whole
+
+    assert coserve.run(main) == (b"1234", b"12345678")
+
+
 def test_connection_closed_mid_pattern_keeps_the_partial_data():
     async def talker(sock):
         await sock.send(b"no end of line")
@@ -1059,3 +1105,164 @@ def _woken_then_closed(direction):
 @pytest.mark.parametrize("direction", ["send", "receive"])
 def test_a_waiter_woken_before_its_socket_was_closed_gets_socket_closed(direction):
     _woken_then_closed(direction)
+
+
+# --- closing a server whose accept loop has not run (issue 12 defect 3) -------------------------
+
+
+async def _ignore(sock):
+    pass
+
+
+def test_closing_a_server_before_its_accept_task_ran_reports_nothing(errors):
+    async def main():
+        server = coserve.serve_tcp(_ignore, "127.0.0.1", 0)
+        server.close()  # its accept task is still in the ready queue, never started
+        await server.wait_closed()
+        await wait_all_tasks_blocked()
+        assert server._task.cancelled()
+
+    coserve.run(main)
+    assert errors == []
+
+
+def test_closing_a_server_whose_accept_task_was_just_woken_reports_nothing(errors):
+    async def main():
+        server = coserve.serve_tcp(_ignore, "127.0.0.1", 0)
+        await wait_all_tasks_blocked()  # the accept loop waits for the listening socket
+        with socket.create_connection(server.address):
+            # The connection is in the backlog: the next poll wakes the accept loop, which is then
+            # ready behind this task. Closing the server now must not let it accept on a closed fd.
+            await coserve.sleep(0)
+            assert server._task.state == "ready"
+            server.close()
+            await server.wait_closed()
+            await wait_all_tasks_blocked()
+            assert server._task.done() and server._task.exception() is None  # it saw the close and ended
+            assert server.accepted == 0  # the backlog went with the listener
+
+    coserve.run(main)
+    assert errors == []
+
+
+# --- Copas parity: names, stats, timeouts, wrapped-socket connect/accept (issue 12) ------------
+
+
+def test_socket_name_stats_and_gettimeouts():
+    names = []
+
+    async def echo(sock):
+        names.append(sock.name)
+        await sock.send(await sock.receive(5))
+
+    async def main():
+        server = serve(echo, name="srv")
+        s = await coserve.connect(*server.address)
+        assert s.name == f"socket-{s.fileno()}"
+        s.name = "my_TCP_client"  # Copas's setsocketname
+        with pytest.raises(TypeError):
+            s.name = 1
+        await s.send(b"hello")
+        assert await s.receive(5) == b"hello"
+        await s.send(memoryview(b"abc"))
+        st = s.stats()
+        s.settimeouts(connect=1, receive=2.5)
+        timeouts = s.gettimeouts()
+        s.settimeouts(**timeouts)  # gettimeouts() gives what settimeouts() takes
+        assert s.gettimeouts() == timeouts
+        r = repr(s)
+        s.close()
+        server.close()
+        return st, timeouts, r
+
+    st, timeouts, r = coserve.run(main)
+    assert names == ["srv:client_1"]
+    assert (st["received"], st["sent"]) == (5, 8) and st["age"] >= 0
+    assert timeouts == {"connect": 1, "send": None, "receive": 2.5}
+    assert "my_TCP_client" in r
+
+
+def test_udp_stats_count_datagrams():
+    async def main():
+        a = await coserve.open_udp(local_addr=("127.0.0.1", 0))
+        b = await coserve.open_udp(remote_addr=a.getsockname())
+        await b.send(b"one")
+        await b.send_to(b"two!", a.getsockname())
+        got = [await a.receive_from(), await a.receive(10)]
+        stats = (a.stats()["received"], b.stats()["sent"])
+        a.close()
+        b.close()
+        return got, stats
+
+    got, stats = coserve.run(main)
+    assert [g if isinstance(g, bytes) else g[0] for g in got] == [b"one", b"two!"]
+    assert stats == (7, 7)
+
+
+def test_the_error_report_names_the_socket(errors, caplog):
+    async def failing(sock):
+        raise RuntimeError("handler failed")
+
+    async def main():
+        server = serve(failing, name="srv")
+        s = await coserve.connect(*server.address)
+        with pytest.raises(coserve.ConnectionClosed):
+            await s.receive()
+        s.close()
+        server.close()
+
+    coserve.set_error_handler(None, default=True)  # the default handler, which logs
+    with caplog.at_level("ERROR", logger="coserve"):
+        coserve.run(main)
+    assert "uncaught error in task 'srv:client_1' (socket 'srv:client_1')" in caplog.text
+
+
+def test_wrap_of_a_wrapped_socket_returns_it_unchanged():
+    a, b = socket.socketpair()
+    try:
+        s = coserve.wrap(a)
+        assert coserve.wrap(s) is s
+    finally:
+        s.close()
+        b.close()
+
+
+def test_wrapped_socket_bind_listen_accept_and_connect():
+    # Copas's pattern: wrap a plain socket, then connect it (or bind, listen and accept on one).
+    async def main():
+        listener = coserve.wrap(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeouts(receive=7)
+
+        async def server():
+            conn = await listener.accept()
+            assert conn.gettimeouts()["receive"] == 7  # the listener's timeouts are inherited
+            await conn.send(await conn.receive() + b"!\n")
+            conn.close()
+
+        t = coserve.spawn(server)
+        client = coserve.wrap(socket.socket())
+        assert await client.connect(*listener.getsockname()) is client
+        await client.send(b"ping\n")
+        reply = await client.receive()
+        await t
+        client.close()
+        listener.close()
+        return reply
+
+    assert coserve.run(main) == b"ping!"
+
+
+def test_wrapped_socket_connect_refused():
+    async def main():
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        addr = closed.getsockname()
+        closed.close()  # nothing listens there now
+        s = coserve.wrap(socket.socket())
+        with pytest.raises(ConnectionRefusedError):
+            await s.connect(*addr)
+        s.close()
+
+    coserve.run(main)

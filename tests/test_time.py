@@ -42,13 +42,42 @@ def test_sleep_zero_yields_to_other_ready_tasks():
     assert trace == ["other", "main"]
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan")])
-def test_sleep_rejects_negative_and_nan(bad):
+def test_sleep_rejects_nan():
     async def main():
-        with pytest.raises(ValueError, match=">= 0"):
-            await coserve.sleep(bad)
+        with pytest.raises(ValueError, match="number of seconds"):
+            await coserve.sleep(float("nan"))
 
     run(main)
+
+
+def test_sleep_without_argument_or_negative_yields_like_sleep_0():
+    # Copas's pause() and pause(-1), asyncio's sleep(-1): a turn for the others, 0 slept.
+    trace = []
+
+    async def other():
+        trace.append("other")
+
+    async def main():
+        for arg in ((), (-1,), (-0.5,)):
+            coserve.spawn(other)
+            assert await coserve.sleep(*arg) == 0.0
+            trace.append("main")
+
+    run(main)
+    assert trace == ["other", "main"] * 3
+
+
+def test_sleep_forever_returns_the_seconds_slept_when_woken():
+    async def sleeper():
+        return await coserve.sleep_forever()
+
+    async def main():
+        t = coserve.spawn(sleeper)
+        await coserve.sleep(2.5)
+        assert coserve.wakeup(t)
+        return await t
+
+    assert run(main) == 2.5
 
 
 def test_sleep_outside_a_task_is_a_clear_error():

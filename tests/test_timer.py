@@ -119,6 +119,77 @@ def test_async_callback_runs_as_a_task():
     assert seen == ["ticker", 2]
 
 
+def test_recurring_async_callbacks_run_one_after_another():
+    # Copas runs a timer's callbacks one after another: a 0.1 s callback every 0.02 s never
+    # overlaps itself; the next firing waits for the callback to end (then one delay later,
+    # since it overran its due time).
+    trace = []
+    running = []
+
+    async def cb(timer, params):
+        running.append(1)
+        trace.append(("start", round(coserve.gettime(), 6), len(running)))
+        await coserve.sleep(0.1)
+        running.pop()
+        if len(trace) >= 3:
+            timer.cancel()
+
+    async def main():
+        coserve.timer(cb, 0.02, recurring=True)
+
+    run(main)
+    assert trace == [("start", 0.02, 1), ("start", 0.14, 1), ("start", 0.26, 1)]
+
+
+def test_recurring_async_callback_shorter_than_the_delay_does_not_drift():
+    starts = []
+
+    async def cb(timer, params):
+        starts.append(coserve.gettime())
+        await coserve.sleep(0.5)
+        if len(starts) >= 3:
+            timer.cancel()
+
+    async def main():
+        coserve.timer(cb, 2, recurring=True)
+
+    run(main)
+    assert starts == [2, 4, 6]
+
+
+def test_cancelling_a_timer_lets_its_running_async_callback_finish_and_fires_no_more():
+    trace = []
+
+    async def cb(timer, params):
+        trace.append(("start", coserve.gettime()))
+        await coserve.sleep(1)
+        trace.append(("end", coserve.gettime(), timer.armed))
+
+    async def main():
+        t = coserve.timer(cb, 1, recurring=True)
+        await coserve.sleep(1.5)  # the first callback is running
+        assert t.armed
+        assert t.cancel() is True
+        assert not t.armed
+
+    run(main)
+    assert trace == [("start", 1), ("end", 2, False)]
+
+
+def test_a_cancelled_async_callback_disarms_its_timer():
+    async def cb(timer, params):
+        await coserve.sleep(10)
+
+    async def main():
+        t = coserve.timer(cb, 1, recurring=True, name="slow")
+        await coserve.sleep(2)
+        coserve.cancel_all()
+        return t
+
+    t = run(main)
+    assert not t.armed
+
+
 def test_armed_timer_keeps_run_going_and_cancel_ends_it():
     async def main():
         t = coserve.timer(lambda t, p: None, 100, recurring=True)
@@ -164,3 +235,27 @@ def test_many_timers_mostly_cancelled_keep_the_heap_small():
             t.cancel()
 
     run(main)
+
+
+def test_a_timer_error_handler_gets_its_errors_instead_of_the_default(errors):
+    mine = []
+
+    def handler(exc, task, sock):
+        mine.append((str(exc), task.name if task else None))
+
+    def plain(timer, params):
+        raise ValueError("plain")
+
+    async def later(timer, params):
+        raise ValueError("async")
+
+    async def main():
+        coserve.timer(plain, 1, error_handler=handler)
+        coserve.timer(later, 2, error_handler=handler, name="later")
+        coserve.timer(plain, 3)  # no handler of its own: the default one
+
+    run(main)
+    assert mine == [("plain", None), ("async", "later")]
+    assert [str(e) for e, _ in errors] == ["plain"]
+    with pytest.raises(TypeError):
+        coserve.Timer(plain, 1, error_handler=42)

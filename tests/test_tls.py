@@ -404,3 +404,75 @@ def test_server_side_server_hostname_is_the_name_the_client_asked_for(ca, server
     finally:
         server_ctx.sni_callback = None
     assert heard == ["localhost", None]
+
+
+def test_wrapped_socket_connect_does_the_handshake_and_accept_too(server_ctx, client_ctx):
+    # Copas's outgoing pattern: wrap(socket.tcp(), sslparams):connect(host, port) is secured on return.
+    async def main():
+        listener = coserve.wrap(socket.socket(), server_ctx)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        async def server():
+            conn = await listener.accept()  # the server side of the handshake is done here
+            tls = conn.tls
+            await conn.send(await conn.receive() + b"\n")
+            await conn.aclose()
+            return tls
+
+        t = coserve.spawn(server)
+        client = coserve.wrap(socket.socket(), client_ctx)
+        await client.connect("localhost", listener.getsockname()[1])
+        secured = client.tls and client.server_hostname == "localhost"
+        await client.send(b"over tls\n")
+        reply = await client.receive()
+        server_tls = await t
+        await client.aclose()
+        listener.close()
+        return secured, server_tls, reply
+
+    assert coserve.run(main) == (True, True, b"over tls")
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_sni_context_picks_the_certificate_by_name_and_strict_refuses_unknown_names(
+    ca, client_ctx, strict, errors
+):
+    def ctx_for(name):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(ctx)
+        return ctx
+
+    names = {"a.example": ctx_for("a.example"), "*.b.example": ctx_for("*.b.example")}
+    server_ctx = coserve.sni_context(names, strict=strict)
+
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.address[1]
+        ok = []
+        for name in ("a.example", "www.b.example", "A.EXAMPLE"):
+            s = await coserve.connect("127.0.0.1", port, ssl=client_ctx, server_hostname=name)
+            await s.send(b"hi\n")
+            ok.append(await s.receive())
+            await s.aclose()
+        with pytest.raises(ssl.SSLError) as info:  # a name none of the certificates has
+            await coserve.connect("127.0.0.1", port, ssl=client_ctx, server_hostname="c.example")
+        server.close()
+        return ok, info.value
+
+    ok, refused = coserve.run(main)
+    assert ok == [b"hi"] * 3
+    if strict:  # refused by the server, before any certificate
+        assert "UNRECOGNIZED_NAME" in str(refused).upper() and not isinstance(
+            refused, ssl.SSLCertVerificationError
+        )
+    else:  # the default certificate, which the client does not accept for that name
+        assert isinstance(refused, ssl.SSLCertVerificationError)
+    assert errors == []
+
+
+def test_sni_context_checks_its_arguments():
+    with pytest.raises(ValueError):
+        coserve.sni_context({})
+    with pytest.raises(TypeError):
+        coserve.sni_context({"a.example": object()})

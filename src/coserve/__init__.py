@@ -42,10 +42,10 @@ from ._errors import (
     Stopping,
     TooMany,
 )
-from ._kernel import Task
+from ._kernel import Task, format_traceback
 from ._server import Server, add_server, remove_server, serve_tcp, serve_udp, serve_unix
 from ._signals import SignalReceiver, on_signal, open_signal_receiver
-from ._socket import Socket, connect, connect_unix, handler, open_udp, wrap
+from ._socket import Socket, connect, connect_unix, handler, open_udp, sni_context, wrap
 from ._sync import Condition, Event, Lock, Queue, Semaphore
 from ._taskgroup import TaskGroup
 from ._threads import from_callback, run_in_thread
@@ -93,6 +93,7 @@ __all__ = [
     "exit",
     "exiting",
     "finished",
+    "format_traceback",
     "from_callback",
     "get_error_handler",
     "gettime",
@@ -111,6 +112,7 @@ __all__ = [
     "set_error_handler",
     "sleep",
     "sleep_forever",
+    "sni_context",
     "spawn",
     "status",
     "step",

@@ -63,7 +63,10 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
     """
     k = _kernel_for_run(clock)
     if k.running:
-        raise AlreadyRunning("run() was called while the scheduler is running; spawn() the work instead")
+        raise AlreadyRunning(
+            "run() was called while the scheduler is running; spawn() the work instead (a script run by "
+            "the coserve command already runs in a task: run one that calls run() with python)"
+        )
     main_task = None
     if main is not None:
         main_task = k.spawn(main, args, "main")
@@ -237,27 +240,27 @@ def get_error_handler(task: Task | None = None) -> ErrorHandler:
 
 
 def status(stats: bool = False) -> dict[str, Any]:
-    """Counts of tasks by state (ready, running, reading, writing, sleeping, waiting, ...), timers, servers.
+    """The scheduler's state (Copas's ``status``): counts of tasks by state, timers, servers.
 
-    With *stats*: also ``stats`` = loop steps and time per step (min/avg/max
-    seconds) since the previous ``status(stats=True)`` call; the first such
-    call switches the measuring on.
+    coserve's keys: ``tasks``; the tasks by state (``ready``, ``running``,
+    ``reading``, ``writing``, ``sleeping``, ``waiting``, ``joining``, ...);
+    ``timers`` (armed :class:`Timer` objects), ``servers``, ``exiting``.
+    Copas's keys as well: ``running`` (True while the scheduler runs),
+    ``read`` and ``write`` (tasks waiting on a socket), ``active`` (tasks
+    ready to run), ``timer`` (tasks sleeping until a time), ``inactive``
+    (tasks waiting with no deadline: ``sleep_forever``, locks, queues,
+    events, other tasks), ``timeout`` (armed timeouts: socket operations,
+    timeout blocks).
+
+    With *stats*: the loop's timing since the previous ``status(stats=True)``
+    call (the first such call switches the measuring on), in seconds on the
+    kernel's clock: ``steps``, ``duration_tot``/``_min``/``_max``/``_avg``
+    (the work of a step, without its wait in the poll), ``duration_min_ever``
+    and ``duration_max_ever``, ``time_start``, ``time_end`` and ``time_avg``
+    (Copas's fields; Copas gives milliseconds), and ``stats`` = ``steps`` and
+    ``step_time_min``/``_avg``/``_max``.
     """
     k = _kernel._K
     if k is None:
-        zero = {
-            "tasks": 0,
-            "ready": 0,
-            "running": 0,
-            "reading": 0,
-            "writing": 0,
-            "sleeping": 0,
-            "waiting": 0,
-            "timers": 0,
-            "servers": 0,
-            "exiting": False,
-        }
-        if stats:
-            zero["stats"] = {"steps": 0, "step_time_min": 0.0, "step_time_avg": 0.0, "step_time_max": 0.0}
-        return zero
+        return _kernel.idle_status(stats)
     return k.status(stats)

@@ -50,6 +50,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -143,10 +144,34 @@ class Task:
         self._sock: Any = None
         self._error_handler: Callable[..., Any] | None = None
 
+    #: What :meth:`try_get` reports (Copas's ``future.PENDING``, ``SUCCESS`` and ``ERROR``).
+    PENDING = "pending"
+    SUCCESS = "success"
+    ERROR = "error"
+
     @property
     def name(self) -> str:
-        """The name given to :func:`coserve.spawn`, or ``task-<id>``."""
+        """The name given to :func:`coserve.spawn`, or ``task-<id>``; settable (Copas's ``setthreadname``)."""
         return self._name or f"task-{self.id}"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"a task's name is a str, not {value!r}")
+        self._name = value
+
+    def try_get(self) -> tuple[str, Any]:
+        """The outcome so far, without waiting (Copas's ``future:try()``).
+
+        ``(Task.PENDING, None)`` while the task runs, ``(Task.SUCCESS, result)``
+        once it returned, ``(Task.ERROR, exception)`` once it raised or was
+        cancelled (the exception is then a :class:`coserve.Cancelled`).
+        """
+        if self._state is not DONE:
+            return (Task.PENDING, None)
+        if self._exception is not None:
+            return (Task.ERROR, self._exception)
+        return (Task.SUCCESS, self._result)
 
     @property
     def state(self) -> str:
@@ -383,9 +408,25 @@ def _closed_behind_our_back() -> BaseException:
     return SocketClosed("the socket this task waited on was closed directly, behind coserve's back")
 
 
-def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
+def describe(task: Task | None, sock: Any = None) -> str:
+    """Where an error happened, for reports: ``task 'name' (socket 'name')``, or a timer callback."""
     where = f"task {task.name!r}" if task is not None else "a timer callback"
-    logger.error("uncaught error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
+    name = getattr(sock, "name", None)
+    return f"{where} (socket {name!r})" if name is not None else where
+
+
+def format_traceback(exc: BaseException, task: Task | None = None, sock: Any = None) -> str:
+    """The report of an uncaught error as text (Copas's ``gettraceback``), for custom error handlers.
+
+    The first line says where it happened (the task's and the socket's names),
+    then comes the exception's traceback, as :func:`traceback.format_exception` gives it.
+    """
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return f"uncaught error in {describe(task, sock)}\n{''.join(lines)}"
+
+
+def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
+    logger.error("uncaught error in %s", describe(task, sock), exc_info=(type(exc), exc, exc.__traceback__))
 
 
 #: The handler for errors no task catches; set_error_handler(..., default=True) replaces it.
@@ -437,7 +478,9 @@ class Kernel:
         self._exit_waiters = WaitQueue()
         self._idle_waiters = WaitQueue()
         self.servers: dict[Any, Callable[[], Any]] = {}  # server -> its close(); sockets layer fills it
-        self._stats: list[float] | None = None
+        self._stats: list[float] | None = None  # steps, total, min, max since the last status(stats=True)
+        self._stats_ever = [float("inf"), 0.0]  # the shortest and longest step since measuring began
+        self._stats_start = 0.0
         self.running = False
         self.errors_reported = 0
         #: Tasks cancelled at the end of the run because nothing could ever wake them (a deadlock).
@@ -473,6 +516,12 @@ class Kernel:
             task._undo = None
             undo(task._undo_arg)
             self._wake_throw(task, exc)
+        elif task._throw is None and _not_started(task._coro):
+            # Never run (it is in the ready queue, first in line to start): throwing into a coroutine
+            # that has not started ends it at once, so none of its body runs (Copas's removethread,
+            # asyncio's and trio's cancel). Delivered at its next wait instead, the body would run up
+            # to its first await.
+            task._throw = exc
         else:
             pending = task._pending
             if pending is None or _depth(exc) < _depth(pending):
@@ -719,9 +768,6 @@ class Kernel:
 
         Returns True if any task ran or timer fired.
         """
-        stats = self._stats
-        if stats is not None:
-            t0 = time.perf_counter()
         ready = self._ready
         timers = self._timers
         delay = None
@@ -751,6 +797,9 @@ class Kernel:
         if jump:
             timeout = clock._real_timeout(max_wait)
         events = self._poller.poll(timeout)
+        stats = self._stats
+        if stats is not None:  # a step's duration is its work, not its wait in the poll (as Copas's)
+            t0 = time.perf_counter()
         if events:
             self._dispatch_io(events)
         elif jump and delay is not None:
@@ -925,10 +974,12 @@ class Kernel:
                 # error handler when the coroutine dies). Awaiting it later still raises it.
                 self.report(exc, task)
 
-    def report(self, exc: BaseException, task: Task | None) -> None:
-        """Hand an error nobody caught to the error handler (the task's own, or the default)."""
+    def report(
+        self, exc: BaseException, task: Task | None, handler: Callable[..., Any] | None = None
+    ) -> None:
+        """Hand an error nobody caught to *handler*, or the task's own error handler, or the default."""
         self.errors_reported += 1
-        handler = (task._error_handler if task is not None else None) or error_handler
+        handler = handler or (task._error_handler if task is not None else None) or error_handler
         try:
             handler(exc, task, task._sock if task is not None else None)
         except Exception:
@@ -1096,36 +1147,89 @@ class Kernel:
     # -- introspection --------------------------------------------------------------
 
     def status(self, stats: bool = False) -> dict[str, Any]:
-        """Counts of tasks by state, timers and servers; with *stats*, loop timing since the last call."""
+        """Counts of tasks by state, timers and servers, with Copas's keys too; see :func:`coserve.status`."""
         counts: dict[str, int] = {}
+        timed_sleepers = 0
         for task in self._tasks:
-            counts[task._state] = counts.get(task._state, 0) + 1
+            state = task._state
+            counts[state] = counts.get(state, 0) + 1
+            if state is SLEEPING and task._undo is self._cancel_timer_b:
+                timed_sleepers += 1
+        user_timers = len(self.user_timers())
+        states = (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)
+        ready, running = counts.get(READY, 0), counts.get(RUNNING, 0)
+        reading, writing = counts.get(READING, 0), counts.get(WRITING, 0)
         out: dict[str, Any] = {
             "tasks": len(self._tasks),
-            **{s: counts.get(s, 0) for s in (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)},
-            **{
-                s: n
-                for s, n in counts.items()
-                if s not in (READY, RUNNING, READING, WRITING, SLEEPING, WAITING)
-            },
-            "timers": len(self.user_timers()),
+            **{s: counts.get(s, 0) for s in states},
+            **{s: n for s, n in counts.items() if s not in states},
+            "timers": user_timers,
             "servers": len(self.servers),
             "exiting": self.exiting,
+            # Copas's keys (copas.status()). "running" is Copas's flag: True while the scheduler
+            # runs, so it is also 1 when called from a task, as the count of running tasks was.
+            "running": self.running,
+            "read": reading,
+            "write": writing,
+            "active": ready,
+            "timer": timed_sleepers,
+            "inactive": len(self._tasks) - ready - running - reading - writing - timed_sleepers,
+            "timeout": max(
+                0, self.active_timers() - timed_sleepers - user_timers - (1 if self._grace is not None else 0)
+            ),
         }
         if stats:
-            st = self._stats
-            if st is None:
-                out["stats"] = {"steps": 0, "step_time_min": 0.0, "step_time_avg": 0.0, "step_time_max": 0.0}
-            else:
-                n = int(st[0])
-                out["stats"] = {
-                    "steps": n,
-                    "step_time_min": st[2] if n else 0.0,
-                    "step_time_avg": st[1] / n if n else 0.0,
-                    "step_time_max": st[3],
-                }
-            self._stats = [0, 0.0, float("inf"), 0.0]
+            out.update(self._take_stats())
         return out
+
+    def _take_stats(self) -> dict[str, Any]:
+        """The loop's timing since the previous call (and "ever"), then start measuring anew."""
+        now = self.time()
+        st = self._stats
+        n = int(st[0]) if st is not None else 0
+        total, low, high = (st[1], st[2], st[3]) if st is not None and n else (0.0, 0.0, 0.0)
+        ever = self._stats_ever
+        if n:
+            ever[0] = min(ever[0], low)
+            ever[1] = max(ever[1], high)
+        start = self._stats_start if st is not None else now
+        self._stats = [0, 0.0, float("inf"), 0.0]
+        self._stats_start = now
+        return {
+            "stats": {
+                "steps": n,
+                "step_time_min": low,
+                "step_time_avg": total / n if n else 0.0,
+                "step_time_max": high,
+            },
+            # Copas's fields, in seconds (Copas: milliseconds) and on the kernel's clock.
+            "steps": n,
+            "duration_tot": total,
+            "duration_min": low,
+            "duration_max": high,
+            "duration_avg": total / n if n else 0.0,
+            "duration_min_ever": ever[0] if ever[0] != float("inf") else 0.0,
+            "duration_max_ever": ever[1],
+            "time_start": start,
+            "time_end": now,
+            "time_avg": (now - start) / n if n else 0.0,
+        }
+
+
+def idle_status(stats: bool = False) -> dict[str, Any]:
+    """What :meth:`Kernel.status` says of a scheduler with nothing in it (status() outside a run)."""
+    out: dict[str, Any] = {
+        "tasks": 0,
+        **dict.fromkeys((READY, RUNNING, READING, WRITING, SLEEPING, WAITING), 0),
+    }
+    out.update(timers=0, servers=0, exiting=False, running=False, read=0, write=0, active=0, timer=0)
+    out.update(inactive=0, timeout=0)
+    if stats:
+        zero = dict.fromkeys(("duration_tot", "duration_min", "duration_max", "duration_avg"), 0.0)
+        zero.update(duration_min_ever=0.0, duration_max_ever=0.0, time_start=0.0, time_end=0.0, time_avg=0.0)
+        out.update(zero, steps=0)
+        out["stats"] = {"steps": 0, "step_time_min": 0.0, "step_time_avg": 0.0, "step_time_max": 0.0}
+    return out
 
 
 _HAVE_EVENTFD = hasattr(os, "eventfd")
@@ -1184,6 +1288,15 @@ def _where(task: Task) -> str:
     if mine and mine[-1] + 1 < len(frames):
         return f"{frames[mine[-1] + 1].f_code.co_qualname}, called from {where}"
     return where
+
+
+def _not_started(coro: Any) -> bool:
+    """True if *coro* (a coroutine, or a ``@types.coroutine`` generator) has not begun to run."""
+    if type(coro) is types.CoroutineType:
+        return coro.cr_frame is not None and not coro.cr_running and not coro.cr_suspended
+    if type(coro) is types.GeneratorType:
+        return coro.gi_frame is not None and not coro.gi_running and not coro.gi_suspended
+    return False  # another Coroutine implementation: cancelled at its first wait, as before
 
 
 def _check_coroutine(func: Any, coro: Any) -> Coroutine[Any, Any, Any]:

@@ -136,7 +136,9 @@ class Server:
         fd = lsock.fileno()
         backoff = 0.0
         batch = 0
-        while True:
+        # Checked after every wait: close() may run while this task is woken but not yet running
+        # (its cancellation would only arrive at the next wait, after an accept on a closed fd).
+        while not self._closed:
             try:
                 conn, _ = lsock.accept()
             except BlockingIOError:
@@ -177,6 +179,7 @@ class Server:
             sock.settimeout(self._timeout)
             coro = self._handler(sock) if self._ssl is None else self._serve_tls(sock)
             task = k.spawn(coro, (), f"{self.name}:client_{self.accepted}")
+            sock._name = task._name  # Copas names the client socket as its handler
         except BaseException:
             sock.close()
             raise

@@ -41,7 +41,7 @@ import socket
 import ssl as _ssl
 import sys
 import types
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 from . import _kernel
@@ -60,7 +60,7 @@ from ._sync import Event
 from ._threads import run_in_thread
 from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
 
-__all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
+__all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "sni_context", "wrap"]
 
 _KEEP: Any = object()
 _STREAK = 16  # operations in a row without waiting before one yields
@@ -135,6 +135,48 @@ def _record_sni(ctx: _ssl.SSLContext) -> None:
         ctx.sni_callback = _SniRecorder(cb)
 
 
+def sni_context(names: Mapping[str, _ssl.SSLContext], *, strict: bool = False) -> _ssl.SSLContext:
+    """A server context that picks its certificate by the name the client asks for (SNI).
+
+    *names* maps host names (``"*.example.com"`` matches one label) to the
+    server context holding that name's certificate; the first one is the
+    default, served to a client that sends no name. With *strict*, a client
+    whose name matches none is refused with TLS's ``unrecognized_name`` alert
+    (Copas's ``sni = {names = ..., strict = true}``, LuaSec's ``ctx:sni(names, true)``);
+    without, it gets the default certificate (which it will usually not accept).
+    Returns that default context, with its ``sni_callback`` set: give it to
+    :func:`serve_tcp`, :func:`handler` or :meth:`Socket.handshake`.
+    """
+    if not names:
+        raise ValueError("sni_context() needs at least one name and its context")
+    table: dict[str, _ssl.SSLContext] = {}
+    for name, ctx in names.items():
+        if not isinstance(ctx, _ssl.SSLContext):
+            raise TypeError(f"the context for {name!r} must be an ssl.SSLContext, not {ctx!r}")
+        table[name.lower().rstrip(".")] = ctx
+    default = next(iter(names.values()))
+
+    def lookup(name: str) -> _ssl.SSLContext | None:
+        name = name.lower().rstrip(".")
+        found = table.get(name)
+        if found is None and "." in name:
+            found = table.get("*." + name.split(".", 1)[1])
+        return found
+
+    def choose(sslsock: Any, name: str | None, ctx: _ssl.SSLContext) -> int | None:
+        if name is None:
+            return None  # no SNI: the default certificate
+        chosen = lookup(name)
+        if chosen is None:
+            return _ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME if strict else None
+        if chosen is not ctx:
+            sslsock.context = chosen
+        return None
+
+    default.sni_callback = choose
+    return default
+
+
 class Socket:
     """A socket for coserve tasks: ``receive``, ``send`` and friends wait without blocking the loop.
 
@@ -143,11 +185,15 @@ class Socket:
     """
 
     __slots__ = (
+        "_born",
         "_closed",
         "_drained",
         "_fd",
+        "_name",
         "_plain",
         "_rbuf",
+        "_received",
+        "_sent",
         "_sock",
         "_ssl",
         "_streak",
@@ -173,6 +219,10 @@ class Socket:
         # A new socket has (almost always) nothing to read yet: its first receive waits first.
         self._drained = self._plain
         self._streak = 0
+        self._name: str | None = None
+        self._received = 0
+        self._sent = 0
+        self._born = k.time() if k is not None else _kernel.time.monotonic()
         #: The longest line ``receive("*l")`` accepts before raising :class:`coserve.LineTooLong`.
         self.max_line = 65536
         #: Seconds a receive may wait for data (None: forever); see :meth:`settimeouts`.
@@ -184,7 +234,32 @@ class Socket:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
-        return f"<coserve.Socket {state} {'tls' if self.tls else 'plain'}>"
+        return f"<coserve.Socket {self.name!r} {state} {'tls' if self.tls else 'plain'}>"
+
+    @property
+    def name(self) -> str:
+        """A name for error reports and logs (Copas's ``getsocketname``); settable (``setsocketname``).
+
+        A server names each connection's socket as its task, ``{server}:client_N``;
+        otherwise it is ``socket-<fd>`` until one is set.
+        """
+        return self._name or f"socket-{self._fd}"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"a socket's name is a str, not {value!r}")
+        self._name = value
+
+    def stats(self) -> dict[str, Any]:
+        """Bytes ``received`` and ``sent`` so far, and ``age`` in seconds (Copas's ``getstats``)."""
+        k = _kernel._K
+        now = k.time() if k is not None else _kernel.time.monotonic()
+        return {"received": self._received, "sent": self._sent, "age": now - self._born}
+
+    def gettimeouts(self) -> dict[str, float | None]:
+        """The ``connect``, ``send`` and ``receive`` timeouts, as :meth:`settimeouts` takes them."""
+        return {"connect": self.connect_timeout, "send": self.send_timeout, "receive": self.receive_timeout}
 
     # -- the one place that waits ---------------------------------------------------
 
@@ -233,7 +308,9 @@ class Socket:
             self._streak = 0
             await wait_readable(self._fd, self.receive_timeout)
         data: bytes = await self._io(self._sock.recv, n)
-        if self._plain and len(data) < n:
+        got = len(data)
+        self._received += got
+        if got < n and self._plain:
             self._drained = True
         return data
 
@@ -245,7 +322,9 @@ class Socket:
         - ``"*l"``: one line; it ends with LF, CR characters are ignored, and the
           end of line is not returned. Longer than :attr:`max_line`: :class:`coserve.LineTooLong`.
         - ``"*a"``: everything until the peer closes the connection.
-        - an int *n*: exactly *n* bytes (on a UDP socket: one datagram of at most *n* bytes).
+        - an int *n*: exactly *n* bytes, the prefix included (as LuaSocket: ``receive(5, b"ab")``
+          receives 3 bytes and returns 5; a prefix of *n* bytes or more is returned as it is).
+          On a UDP socket: one datagram of at most *n* bytes, after the prefix.
 
         If the connection closes first, :class:`coserve.ConnectionClosed` is raised
         and its ``partial`` holds what arrived (prefix included); if the peer resets
@@ -285,6 +364,12 @@ class Socket:
                 if not self._stream:
                     data, _ = await self.receive_from(pattern)
                     return prefix + data
+                if prefix:
+                    # LuaSocket counts the prefix toward n (receive(5, b"ab") returns 5 bytes in all):
+                    # that is what lets a timed-out partial read be resumed with its partial as prefix.
+                    pattern -= len(prefix)
+                    if pattern <= 0:
+                        return prefix
                 buf = self._rbuf
                 if len(buf) < pattern:
                     return await self._receive_exactly(pattern, prefix)
@@ -394,7 +479,9 @@ class Socket:
             except BlockingIOError:
                 data = None  # the slow path is awaited outside this except: no exception kept alive
             if data is not None:
-                if len(data) < max:
+                n = len(data)
+                self._received += n
+                if n < max:
                     self._drained = True
                 self._streak += 1
                 return data
@@ -420,6 +507,7 @@ class Socket:
         if size > _MAX_DATAGRAM and self._sock.family in (socket.AF_INET, socket.AF_INET6):
             size = _MAX_DATAGRAM  # an IP datagram cannot be larger: allocate no more
         data, addr = await self._io(self._sock.recvfrom, size)
+        self._received += len(data)
         if len(data) > max:
             raise DatagramTooLarge(data[:max], addr, max)
         return data, addr
@@ -447,6 +535,7 @@ class Socket:
                 n = 0
             if n == total:
                 self._streak += 1
+                self._sent += n
                 return n
             return (yield from self._send_rest(data, n).__await__())
         return (yield from self._send_rest(data, 0).__await__())
@@ -454,12 +543,17 @@ class Socket:
     async def _send_rest(self, data: bytes | bytearray | memoryview, n: int) -> int:
         sock = self._sock
         if not self._stream:
-            return await self._io(sock.send, data, write=True)  # type: ignore[no-any-return]
+            sent: int = await self._io(sock.send, data, write=True)
+            self._sent += sent
+            return sent
         view = memoryview(data).cast("B")
         total = len(view)
         flags = (_SEND_FLAGS,) if self._plain else ()
+        self._sent += n
         while n < total:
-            n += await self._io(sock.send, view[n:], *flags, write=True)
+            sent = await self._io(sock.send, view[n:], *flags, write=True)
+            n += sent
+            self._sent += sent
         return total
 
     async def send_to(self, data: bytes, addr: Any) -> int:
@@ -469,7 +563,9 @@ class Socket:
             raise _outside_task("Socket.send_to()")
         if self._stream:
             raise CoserveError("send_to() is for UDP sockets; use send() on a stream socket")
-        return await self._io(self._sock.sendto, data, addr, write=True)  # type: ignore[no-any-return]
+        sent: int = await self._io(self._sock.sendto, data, addr, write=True)
+        self._sent += sent
+        return sent
 
     # -- timeouts ------------------------------------------------------------------
 
@@ -578,6 +674,74 @@ class Socket:
         """The peer's certificate, as :meth:`ssl.SSLSocket.getpeercert` gives it (None without TLS)."""
         sock = self._sock
         return sock.getpeercert() if isinstance(sock, _ssl.SSLSocket) else None
+
+    # -- a wrapped socket's own connect, bind, listen and accept (Copas's sock:connect ...) -----
+
+    async def connect(self, host: str, port: int | None = None) -> Socket:
+        """Connect this socket to *host*:*port* (a Unix socket: the path, no port); returns it.
+
+        Waits at most the connect timeout. If the socket was wrapped with *ssl*
+        (``wrap(sock, ssl)``), the TLS handshake is done too, for *host*, so the
+        connection is secured when this returns (Copas's outgoing pattern
+        ``wrap(socket, sslparams):connect(host, port)``). For new connections,
+        :func:`coserve.connect` does more (every address, happy eyeballs).
+        """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.connect()")
+        if self._closed:
+            raise SocketClosed("the socket is closed")
+        sock = self._sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            if port is None:
+                raise TypeError("connect() on an internet socket takes a host and a port")
+            infos = [i for i in await _resolve(host, port, sock.type) if i[0] == sock.family]
+            if not infos:
+                raise OSError(f"no {sock.family.name} address found for {host!r}")
+            address: Any = infos[0][4]
+        else:
+            address = host
+        async with timeout_after(self.connect_timeout):
+            err = sock.connect_ex(address)
+            if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                await wait_writable(self._fd)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect to {address!r} failed: {os.strerror(err)}")
+        if self._stream and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            await self.handshake(self._ssl, server_side=False, server_hostname=host)
+        return self
+
+    def bind(self, address: Any) -> None:
+        """Bind the socket to *address* (as :meth:`socket.socket.bind`)."""
+        self._sock.bind(address)
+
+    def listen(self, backlog: int = 128) -> None:
+        """Listen for connections (as :meth:`socket.socket.listen`); then :meth:`accept` them."""
+        self._sock.listen(backlog)
+
+    async def accept(self) -> Socket:
+        """Wait for a connection and return its :class:`Socket` (with the listener's timeouts).
+
+        If the listening socket was wrapped with an ``ssl.SSLContext``, the
+        server side of the TLS handshake is done before it is returned. For
+        a server, :func:`coserve.serve_tcp` / :func:`coserve.add_server` does more.
+        """
+        k = _kernel._K
+        if k is None or k._current is None:
+            raise _outside_task("Socket.accept()")
+        conn, _ = await self._io(self._sock.accept)
+        client = Socket(conn, self._ssl)
+        try:
+            client.settimeouts(**self.gettimeouts())
+            if isinstance(self._ssl, _ssl.SSLContext):
+                await client.handshake(self._ssl, server_side=True)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     # -- the rest ----------------------------------------------------------------------
 
@@ -699,11 +863,15 @@ class Socket:
         self.close()
 
 
-def wrap(sock: socket.socket, ssl: Any = None) -> Socket:
+def wrap(sock: socket.socket | Socket, ssl: Any = None) -> Socket:
     """Adopt a plain socket (made non-blocking) as a coserve :class:`Socket` (Copas's ``wrap``).
 
-    With *ssl*, a later :meth:`Socket.handshake` uses that context.
+    With *ssl*, a later :meth:`Socket.handshake` uses that context, and so do
+    :meth:`Socket.connect` (client) and :meth:`Socket.accept` (server), which
+    do the handshake themselves. A :class:`Socket` is returned unchanged.
     """
+    if isinstance(sock, Socket):  # already wrapped: returned as it is (Copas's wrap does the same)
+        return sock
     if not isinstance(sock, socket.socket):
         raise TypeError(f"wrap() takes a socket.socket, not {type(sock).__name__}")
     return Socket(sock, ssl)

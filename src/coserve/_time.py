@@ -61,20 +61,21 @@ def gettime() -> float:
 
 
 @types.coroutine
-def sleep(seconds: float) -> Generator[Any, Any, float]:
+def sleep(seconds: float = 0.0) -> Generator[Any, Any, float]:
     """Sleep for *seconds*, then return the time actually slept.
 
-    ``sleep(0)`` lets the other ready tasks run first, and returns 0.0.
-    :func:`wakeup` ends a sleep early.
+    ``sleep()`` and ``sleep(0)`` let the other ready tasks run first, and
+    return 0.0 (Copas's ``pause()``); a negative delay is 0 too, as in Copas
+    and asyncio. :func:`wakeup` ends a sleep early.
     """
     # A generator-based coroutine: it yields the trap itself, saving a coroutine frame per sleep
     # (sleep(0) is how tasks take turns, so this is a hot path).
-    if not seconds >= 0:  # also refuses NaN
-        raise ValueError(f"sleep() needs a number of seconds >= 0, got {seconds!r}")
     k = _kernel._K
     if k is None or k._current is None:
         _kernel_in_task("sleep()")
-    if not seconds:
+    if not seconds > 0:  # 0, negative, or NaN
+        if seconds != seconds:
+            raise ValueError(f"sleep() needs a number of seconds, got {seconds!r}")
         yield _YIELD
         return 0.0
     start = k.time()
@@ -85,14 +86,16 @@ def sleep(seconds: float) -> Generator[Any, Any, float]:
 _YIELD = (_SLEEP, 0)
 
 
-async def sleep_forever() -> None:
-    """Sleep until :func:`wakeup` or cancellation.
+async def sleep_forever() -> float:
+    """Sleep until :func:`wakeup` or cancellation; returns the seconds slept (Copas's ``pauseforever``).
 
     A task sleeping forever does not keep ``run()`` going: once nothing else is
     left to do, such tasks are cancelled.
     """
-    _kernel_in_task("sleep_forever()")
+    k = _kernel_in_task("sleep_forever()")
+    start = k.time()
     await suspend(SLEEPING, FOREVER)
+    return k.time() - start
 
 
 def wakeup(task: Task) -> bool:

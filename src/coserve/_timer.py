@@ -6,7 +6,8 @@ runs inside the loop; an ``async def`` callback is spawned as a task each time
 the timer fires. A recurring timer re-arms itself *before* its callback runs
 (so the callback may cancel it) at the previous due time plus the delay, so it
 does not drift; if the loop fell behind it skips ahead rather than firing in a
-burst.
+burst. Its firings never overlap (as in Copas, where a timer is one coroutine):
+while an async callback runs, the next firing waits for it to end.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ class Timer:
     *recurring* repeats it every *delay* seconds until :meth:`cancel`;
     *initial_delay* sets the first delay instead. The callback may be an
     ``async def`` function (run as a task). An error in the callback goes to
-    the error handler and does not disarm a recurring timer. A timer is
+    the error handler (*error_handler*, or the default one) and does not
+    disarm a recurring timer. A timer is
     created disarmed: call :meth:`arm`, or create it with :func:`timer`.
     """
 
     __slots__ = (
         "_entry",
+        "_error_handler",
         "_kernel",
         "_name",
         "callback",
@@ -54,6 +57,7 @@ class Timer:
         initial_delay: float | None = None,
         params: Any = None,
         name: str | None = None,
+        error_handler: Callable[[BaseException, Any, Any], Any] | None = None,
     ) -> None:
         if not callable(callback):
             raise TypeError(f"a timer's callback must be callable, not {callback!r}")
@@ -61,6 +65,8 @@ class Timer:
             raise ValueError(f"a timer's delay must be >= 0 (> 0 when recurring), not {delay!r}")
         if initial_delay is not None and not initial_delay >= 0:
             raise ValueError(f"initial_delay must be >= 0, not {initial_delay!r}")
+        if error_handler is not None:  # unset otherwise: creating timers is a hot path
+            self.error_handler = error_handler
         #: The function called as ``callback(timer, params)``.
         self.callback = callback
         #: Seconds between firings (and before the first, without *initial_delay*).
@@ -82,6 +88,21 @@ class Timer:
     def name(self) -> str:
         """The name given, or ``timer-<id>``; used for logs and for the task of an async callback."""
         return self._name or f"timer-{id(self):x}"
+
+    @property
+    def error_handler(self) -> Callable[[BaseException, Any, Any], Any] | None:
+        """What handles an error in the callback instead of the default handler (None: the default).
+
+        Called as ``error_handler(exc, task, sock)`` (Copas's per-timer ``errorhandler``);
+        *task* is the callback's task for an async callback, None for a plain one.
+        """
+        return getattr(self, "_error_handler", None)
+
+    @error_handler.setter
+    def error_handler(self, handler: Callable[[BaseException, Any, Any], Any] | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"a timer's error_handler must be callable, not {handler!r}")
+        self._error_handler = handler
 
     @property
     def armed(self) -> bool:
@@ -124,22 +145,53 @@ def _fire(t: Timer) -> None:
     k = t._kernel
     fired = t._entry
     t._entry = None
+    entry = None
     if t.recurring:
-        due = fired[0] + t.delay  # type: ignore[index]
-        now = k.time()
-        if due <= now:  # the loop fell behind: skip ahead rather than fire in a burst
-            due = now + t.delay
-        if due == _INF:
-            t._entry = [_INF, 0, None, None]
-        else:
-            entry = t._entry = [due, k._seq(), _fire, t]
-            heappush(k._timers, entry)
+        entry = _rearm(t, k, fired[0] + t.delay)  # type: ignore[index]
     try:
         result = t.callback(t, t.params)
         if result is not None and isinstance(result, Coroutine):
-            k.spawn(result, (), t.name)
+            task = k.spawn(result, (), t.name)
+            task._error_handler = t.error_handler
+            if entry is not None and t._entry is entry:
+                _hold_until_done(t, k, task, entry)
     except Exception as e:
-        k.report(e, None)
+        k.report(e, None, t.error_handler)
+
+
+def _rearm(t: Timer, k: _kernel.Kernel, due: float) -> list[Any]:
+    """Arm *t* for *due*, or, if the loop fell behind, one delay from now (skip, do not burst)."""
+    now = k.time()
+    if due <= now:
+        due = now + t.delay
+    if due == _INF:
+        entry = t._entry = [_INF, 0, None, None]
+    else:
+        entry = t._entry = [due, k._seq(), _fire, t]
+        heappush(k._timers, entry)
+    return entry
+
+
+def _hold_until_done(t: Timer, k: _kernel.Kernel, task: _kernel.Task, entry: list[Any]) -> None:
+    """An async callback of a recurring timer is running: fire again only once it has ended.
+
+    Copas runs a timer's callbacks one after another. The timer stays armed (it can
+    be cancelled, which lets the running callback finish and fires no more) but
+    its next firing leaves the heap until the callback's task ends; then it is
+    due at the planned time, or one delay later if the callback overran it. A
+    callback that was cancelled (cancel_all, the end of the run) disarms the timer.
+    """
+    k.cancel_timer(entry)
+    held = t._entry = [entry[0], 0, None, None]  # armed, but not on the heap
+
+    def done(task: _kernel.Task) -> None:
+        if t._entry is not held:  # cancelled, or cancelled and re-armed, meanwhile
+            return
+        t._entry = None
+        if not task.cancelled():
+            _rearm(t, k, held[0])
+
+    task._on_done = done
 
 
 #: Marks the timer-heap entries that are coserve.Timer objects (see Kernel.user_timers).
@@ -154,8 +206,10 @@ def timer(
     initial_delay: float | None = None,
     params: Any = None,
     name: str | None = None,
+    error_handler: Callable[[BaseException, Any, Any], Any] | None = None,
 ) -> Timer:
-    """Create a :class:`Timer` and arm it."""
-    return Timer(
-        callback, delay, recurring=recurring, initial_delay=initial_delay, params=params, name=name
-    ).arm()
+    """Create a :class:`Timer` and arm it (Copas's ``copas.timer.new``, which arms too)."""
+    t = Timer(callback, delay, recurring=recurring, initial_delay=initial_delay, params=params, name=name)
+    if error_handler is not None:
+        t.error_handler = error_handler
+    return t.arm()
