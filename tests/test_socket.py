@@ -1266,3 +1266,34 @@ def test_wrapped_socket_connect_refused():
         s.close()
 
     coserve.run(main)
+
+
+def test_wrapped_socket_connect_gives_up_after_its_connect_timeout():
+    from coserve.testing import MockClock
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    addr = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(4):  # a full backlog: the next SYN is not answered
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(addr)
+            fillers.append(f)
+
+        async def main():
+            s = coserve.wrap(socket.socket())
+            s.settimeouts(connect=2)
+            start = coserve.gettime()
+            with pytest.raises(TimeoutError):
+                await s.connect(*addr)
+            assert coserve.gettime() - start == pytest.approx(2)
+            s.close()
+
+        coserve.run(main, clock=MockClock(autojump_threshold=0))
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
