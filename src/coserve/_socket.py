@@ -565,7 +565,7 @@ class Socket:
     def tls_session_reused(self) -> bool:
         """True if the TLS handshake resumed the session it was given."""
         sock = self._sock
-        return isinstance(sock, _ssl.SSLSocket) and sock.session_reused
+        return isinstance(sock, _ssl.SSLSocket) and bool(sock.session_reused)
 
     @property
     def alpn(self) -> str | None:
