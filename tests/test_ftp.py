@@ -161,3 +161,152 @@ def test_a_plain_login_to_a_server_that_requires_tls_is_refused(tls_server):
                 pass
 
     coserve.run(main)
+
+
+def _client(port, **kw):
+    return ftp.FTPClient("127.0.0.1", port, user="user", password="12345", **kw)
+
+
+@pytest.mark.parametrize("passive", [True, False], ids=["passive", "active"])
+def test_megabytes_each_way_arrive_exactly(server, root, passive):
+    up = os.urandom(8 << 20)
+
+    async def chunks():
+        view = memoryview(up)
+        for i in range(0, len(view), 1 << 20):
+            yield view[i : i + (1 << 20)]
+
+    async def main():
+        async with _client(server, passive=passive) as c:
+            await c.store("up.bin", chunks())
+            assert (root / "up.bin").read_bytes() == up
+            got = bytearray()
+            async for chunk in c.retrieve("up.bin"):
+                got += chunk
+            await c.delete("up.bin")
+            return bytes(got)
+
+    assert coserve.run(main) == up
+
+
+@pytest.mark.slow
+def test_fifty_megabytes_each_way(server, root, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(50 << 20))
+
+    async def main():
+        async with _client(server) as c:
+            with open(src, "rb") as f:
+                await c.store("fifty.bin", f)
+            n = 0
+            with open(tmp_path / "back.bin", "wb") as out:
+                async for chunk in c.retrieve("fifty.bin"):
+                    n += out.write(chunk)
+            await c.delete("fifty.bin")
+            return n
+
+    assert coserve.run(main) == 50 << 20
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+
+
+def test_rest_resumes_a_download_and_an_upload(server, root):
+    (root / "resume.bin").write_bytes(bytes(range(256)) * 40)
+
+    async def main():
+        async with _client(server) as c:
+            tail = await c.retrieve_bytes("resume.bin", rest=10000)
+            await c.rest(256)
+            tail2 = await c.retrieve_bytes("resume.bin")
+            await c.store("resume.bin", b"XY", rest=10240)
+            whole = await c.retrieve_bytes("resume.bin")
+            await c.delete("resume.bin")
+            return tail, tail2, whole
+
+    tail, tail2, whole = coserve.run(main)
+    data = bytes(range(256)) * 40
+    assert tail == data[10000:] and tail2 == data[256:]
+    assert whole == data + b"XY"
+
+
+def test_a_store_from_a_file_and_a_plain_iterable(server, root, tmp_path):
+    (tmp_path / "f.bin").write_bytes(b"from a file")
+
+    async def main():
+        async with _client(server) as c:
+            with open(tmp_path / "f.bin", "rb") as f:
+                await c.store("f.bin", f)
+            await c.store("g.bin", [b"from ", b"a list"])
+            await c.store("g.bin", b"!", append=True)
+            with pytest.raises(TypeError):
+                await c.store("h.bin", "text is not bytes")
+            return await c.retrieve_bytes("f.bin"), await c.retrieve_bytes("g.bin")
+
+    assert coserve.run(main) == (b"from a file", b"from a list!")
+    (root / "f.bin").unlink()
+    (root / "g.bin").unlink()
+
+
+def test_cancelling_a_download_aborts_it_and_leaves_the_session_usable(server, root):
+    (root / "long.bin").write_bytes(os.urandom(16 << 20))
+
+    async def main():
+        async with _client(server) as c:
+            got = []
+            started = coserve.Event()
+
+            async def download():
+                async for chunk in c.retrieve("long.bin"):
+                    got.append(len(chunk))
+                    started.set()
+
+            task = coserve.spawn(download)
+            await started.wait()
+            task.cancel()
+            with pytest.raises(coserve.Cancelled):
+                await task
+            assert c._transfer is None and not c.closed
+            assert sum(got) < 16 << 20
+            assert await c.pwd() == "/"
+            return await c.size("long.bin")
+
+    assert coserve.run(main) == 16 << 20
+
+
+def test_leaving_a_download_loop_early_aborts_it(server, root):
+    (root / "early.bin").write_bytes(os.urandom(8 << 20))
+
+    async def main():
+        async with _client(server) as c:
+            async with c.retrieve("early.bin") as chunks:
+                async for _ in chunks:
+                    break
+            first = await c.pwd()
+            async for _ in c.retrieve("early.bin"):  # not even closed: the next command aborts it
+                break
+            return first, await c.pwd(), await c.retrieve_bytes("early.bin")
+
+    first, second, whole = coserve.run(main)
+    assert first == second == "/" and whole == (root / "early.bin").read_bytes()
+
+
+def test_cancelling_an_upload_aborts_it_and_leaves_the_session_usable(server, root):
+    sent_a_lot = coserve.Event()
+
+    async def endless():
+        block = b"x" * 65536
+        for n in range(1 << 30):
+            if n == 32:
+                sent_a_lot.set()
+            yield block
+
+    async def main():
+        async with _client(server) as c:
+            task = coserve.spawn(c.store, "endless.bin", endless())
+            await sent_a_lot.wait()
+            task.cancel()
+            with pytest.raises(coserve.Cancelled):
+                await task
+            await c.delete("endless.bin")
+            return await c.pwd()
+
+    assert coserve.run(main) == "/"
