@@ -135,7 +135,10 @@ def test_ftps_explicit_with_session_reuse_on_every_data_connection(tls_server, r
 
             c._open_data = spy
             await c.store("tls.bin", payload)
+            on_disk = (root / "tls.bin").read_bytes()
+            assert (len(on_disk), on_disk == payload) == (len(payload), True)
             got = await c.retrieve_bytes("tls.bin")
+            assert len(got) == len(payload)
             names = await c.nlst()
             await c.delete("tls.bin")
             return got, names

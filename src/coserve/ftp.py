@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from . import CoserveError, Socket, connect, timeout_after
-from ._kernel import wait_readable
+from . import ConnectionClosed, CoserveError, Socket, connect, timeout_after
+from ._kernel import wait_readable, wait_writable
 
 __all__ = [
     "ConnectError",
@@ -814,6 +814,7 @@ class FTPClient:
                 else:
                     for chunk in source:
                         await data.send(_as_bytes(chunk))
+                await transfer._end_upload()
             except TimeoutError as e:
                 raise FTPTimeout(f"the upload stalled for longer than {self.timeout} s") from e
             except OSError as e:
@@ -923,13 +924,49 @@ class _Transfer:
         if self._broken is not None:
             raise TransferFailed(f"the data connection broke: {self._broken}", reply.code) from self._broken
 
+    async def _end_upload(self) -> None:
+        """Say that the upload ended, and wait for the server to close its end.
+
+        Closing at once would lose the end of the upload: a socket closed with
+        unread bytes (a TLS 1.3 server's session tickets) is reset, and the reset
+        discards what the server had not read yet. Under TLS, close_notify is the
+        end (it also proves that nobody cut the upload short); in clear, a
+        half-close. Either way the server reads everything, then closes.
+        """
+        data = self._data
+        assert data is not None
+        raw = data.socket
+        timeout = self._client.timeout
+        if isinstance(raw, _ssl.SSLSocket):
+            while True:
+                try:
+                    raw.unwrap()
+                    break
+                except _ssl.SSLWantReadError:
+                    await wait_readable(raw.fileno(), timeout)
+                except _ssl.SSLWantWriteError:
+                    await wait_writable(raw.fileno(), timeout)
+                except (_ssl.SSLEOFError, _ssl.SSLZeroReturnError, ConnectionClosed):
+                    return  # the server closed first: it has read everything
+            # unwrap() may return before the server's close_notify (OpenSSL's second zero): read on,
+            # in clear now, until the server closes, so nothing unread is left to cause a reset.
+            while True:
+                try:
+                    if not raw.recv(_CHUNK):
+                        return
+                except (BlockingIOError, _ssl.SSLWantReadError):
+                    await wait_readable(raw.fileno(), timeout)
+                except OSError:
+                    return
+        else:
+            data.shutdown(socket.SHUT_WR)
+            while await data.receive_partial():
+                pass
+
     def _close_data(self) -> None:
         data, self._data = self._data, None
         if data is not None:
-            if data.tls:
-                data._close_politely()  # close_notify: the server knows an upload ended, not broke
-            else:
-                data.close()
+            data.close()
 
     async def aclose(self) -> None:
         """Abort the transfer if it is still going (ABOR, then NOOP to be in step again)."""
