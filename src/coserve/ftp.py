@@ -552,8 +552,9 @@ class FTPClient:
 
     async def rename(self, old: str, new: str) -> None:
         """Rename *old* to *new* (RNFR, then RNTO)."""
-        self._expect(await self._exchange(f"RNFR {_check_arg('the path', old)}"), 3)
-        self._expect(await self._exchange(f"RNTO {_check_arg('the path', new)}"), 2)
+        old, new = _check_arg("the path", old), _check_arg("the new path", new)  # both before RNFR
+        self._expect(await self._exchange(f"RNFR {old}"), 3)
+        self._expect(await self._exchange(f"RNTO {new}"), 2)
 
     async def _set_type(self, kind: str) -> None:
         if self._type != kind:
