@@ -313,3 +313,22 @@ def test_cancelling_an_upload_aborts_it_and_leaves_the_session_usable(server, ro
             return await c.pwd()
 
     assert coserve.run(main) == "/"
+
+
+def test_the_roundtrip_example(server):
+    r = subprocess.run(
+        [sys.executable, "examples/ftp_roundtrip.py", f"ftp://user:12345@127.0.0.1:{server}/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=SERVER.parent.parent,
+    )
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("connected: ")
+    assert lines[1:] == [
+        "stored 1048576 bytes in /",
+        "listed roundtrip.bin: file, 1048576 bytes",
+        "retrieved 1048576 bytes, identical",
+        "deleted",
+    ]
