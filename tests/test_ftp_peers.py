@@ -4,9 +4,11 @@ connection dropped mid-transfer, slow or missing replies, broken replies, and in
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 import pytest
+import trustme
 
 import coserve
 from coserve import ftp
@@ -16,7 +18,7 @@ from coserve.testing import MockClock
 class FakeFTP:
     """A scripted FTP server: ``replies`` maps a verb to the reply line(s) or to an async function."""
 
-    def __init__(self, **replies):
+    def __init__(self, ssl=None, **replies):
         self.replies = {
             "USER": "331 password please",
             "PASS": "230 in",
@@ -28,7 +30,7 @@ class FakeFTP:
             **replies,
         }
         self.seen = []
-        self.server = coserve.serve_tcp(self.handle, "127.0.0.1", 0)
+        self.server = coserve.serve_tcp(self.handle, "127.0.0.1", 0, ssl=ssl)
         self.port = self.server.address[1]
         self.data_server = None
 
@@ -253,3 +255,27 @@ def test_auth_tls_refused_is_an_error_never_a_fall_back_to_clear_text():
         return seen
 
     assert coserve.run(main) == ["AUTH TLS"]  # no USER, no PASS went out
+
+
+def test_implicit_tls_speaks_tls_from_the_first_byte_and_verifies():
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        fake = FakeFTP(ssl=server_ctx, PBSZ="200 PBSZ=0", PROT="200 private")
+        async with ftp.FTPClient(
+            "127.0.0.1", fake.port, tls=client_ctx, implicit_tls=True, server_hostname="localhost", timeout=5
+        ) as c:
+            pwd = await c.pwd()
+        with pytest.raises(ftp.TLSError):
+            async with ftp.FTPClient("127.0.0.1", fake.port, implicit_tls=True, timeout=5):
+                pass  # the system's certificates do not know this CA
+        seen = list(fake.seen)
+        fake.close()
+        return pwd, seen
+
+    pwd, seen = coserve.run(main)
+    assert pwd == "/" and seen == ["USER anonymous", "PASS anonymous@", "PBSZ 0", "PROT P", "PWD", "QUIT"]
