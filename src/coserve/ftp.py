@@ -81,6 +81,8 @@ __all__ = [
     "TransferFailed",
     "UnexpectedReply",
     "get",
+    "parse_list_line",
+    "parse_mlsd_line",
     "put",
 ]
 
