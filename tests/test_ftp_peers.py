@@ -279,3 +279,68 @@ def test_implicit_tls_speaks_tls_from_the_first_byte_and_verifies():
 
     pwd, seen = coserve.run(main)
     assert pwd == "/" and seen == ["USER anonymous", "PASS anonymous@", "PBSZ 0", "PROT P", "PWD", "QUIT"]
+
+
+@pytest.mark.parametrize("phase", ["EPSV", "RETR-before-150", "data-mid", "before-226"])
+def test_cancelling_a_download_at_every_phase_leaves_the_session_in_step(phase):
+    gate, retr_started, data_done = coserve.Event(), coserve.Event(), coserve.Event()
+    half = b"h" * 200_000
+
+    async def data(sock):
+        try:
+            await retr_started.wait()
+            await sock.send(half)
+            if phase == "data-mid":
+                await gate.wait()
+            await sock.send(half)
+        except (OSError, coserve.CoserveError):
+            pass  # the client has gone
+        finally:
+            sock.close()
+            data_done.set()
+
+    async def epsv(sock, line):
+        if phase == "EPSV":
+            await gate.wait()
+        return f"229 Entering Extended Passive Mode (|||{fake.data_server.address[1]}|)"
+
+    async def retr(sock, line):
+        if phase == "RETR-before-150":
+            await gate.wait()
+        await sock.send(b"150 here it comes\r\n")
+        retr_started.set()
+        await data_done.wait()
+        if phase == "before-226":
+            await gate.wait()
+        return "226 done"
+
+    fake = None
+    progress = []
+
+    async def main():
+        nonlocal fake
+        fake = FakeFTP(EPSV=epsv, RETR=retr, ABOR="225 no transfer to abort")
+        fake.listen_for_data(data)
+        async with ftp.FTPClient("127.0.0.1", fake.port, timeout=5) as c:
+
+            async def download():
+                async for chunk in c.retrieve("f"):
+                    progress.append(len(chunk))
+
+            task = coserve.spawn(download)
+            await coserve.testing.wait_all_tasks_blocked()
+            task.cancel()
+            gate.set()  # the server goes on (the aborting task waits for its answers to ABOR and NOOP)
+            with pytest.raises(coserve.Cancelled):
+                await task
+            answers = (await c.pwd(), await c.command("NOOP"), c._owed, c._transfer, c.closed)
+        fake.close()
+        return answers, [v for v in fake.seen if v in ("ABOR", "NOOP")]
+
+    answers, sync = coserve.run(main)
+    assert answers == ("/", (200, "ok"), 0, None, False)
+    assert sync == (["ABOR", "NOOP", "NOOP"] if phase == "data-mid" else ["NOOP"])
+    if phase in ("EPSV", "RETR-before-150"):
+        assert progress == []
+    if phase == "before-226":
+        assert sum(progress) == 400_000
