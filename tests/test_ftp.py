@@ -107,6 +107,9 @@ def test_a_session_with_every_command(server, root):
             with pytest.raises(ftp.PermanentError) as e:
                 await c.size("nosuch")
             assert e.value.code == 550
+            with pytest.raises(ftp.PermanentError) as e:
+                await c.retrieve_bytes("nosuch")
+            assert e.value.code == 550 and c._transfer is None and c._owed == 0
             return await c.retrieve_bytes("big.bin")
 
     assert coserve.run(main) == (root / "big.bin").read_bytes()

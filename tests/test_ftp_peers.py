@@ -344,3 +344,34 @@ def test_cancelling_a_download_at_every_phase_leaves_the_session_in_step(phase):
         assert progress == []
     if phase == "before-226":
         assert sum(progress) == 400_000
+
+
+def test_a_stalled_download_times_out_is_aborted_and_the_session_goes_on():
+    data_done = coserve.Event()
+
+    async def data(sock):
+        await sock.send(b"s" * 10_000)
+        await sock.receive_partial()  # then nothing, until the client gives up and closes
+        sock.close()
+        data_done.set()
+
+    async def retr(sock, line):
+        await sock.send(b"150 here it comes\r\n")
+        await data_done.wait()
+        return "426 transfer aborted"
+
+    async def main():
+        fake = FakeFTP(RETR=retr, ABOR="225 no transfer to abort")
+        port = fake.listen_for_data(data)
+        fake.replies["EPSV"] = f"229 Entering Extended Passive Mode (|||{port}|)"
+        async with ftp.FTPClient("127.0.0.1", fake.port, timeout=20) as c:
+            t0 = coserve.gettime()
+            with pytest.raises(ftp.FTPTimeout):
+                await c.retrieve_bytes("f")
+            waited = coserve.gettime() - t0
+            pwd = await c.pwd()
+        fake.close()
+        return waited, pwd, [v for v in fake.seen if v in ("ABOR", "NOOP")]
+
+    waited, pwd, sync = coserve.run(main, clock=MockClock(autojump_threshold=0))
+    assert waited == pytest.approx(20) and pwd == "/" and sync == ["ABOR", "NOOP"]
