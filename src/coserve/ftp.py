@@ -78,6 +78,7 @@ __all__ = [
     "ReplyParser",
     "TLSError",
     "TemporaryError",
+    "Transfer",
     "TransferFailed",
     "UnexpectedReply",
     "get",
@@ -356,11 +357,15 @@ class FTPClient:
         self.host = _check_arg("the host", host)
         #: The server's port.
         self.port = port if port is not None else (990 if implicit_tls else 21)
+        #: The user name login() sends by default.
         self.user = _check_arg("the user name", user)
+        #: The password login() sends by default.
         self.password = _check_arg("the password", password)
+        #: Seconds for connecting and for each wait for the server (None: no limit).
         self.timeout = timeout
         #: True for passive mode (EPSV, then PASV), False for active (EPRT, then PORT).
         self.passive = passive
+        #: True for implicit FTPS (TLS from the first byte).
         self.implicit_tls = implicit_tls
         self._context: _ssl.SSLContext | None = None
         if tls is True:
@@ -376,7 +381,7 @@ class FTPClient:
         self._eprt = True
         self._type: str | None = None
         self._rest: int | None = None
-        self._transfer: _Transfer | None = None
+        self._transfer: Transfer | None = None
         #: The server's greeting.
         self.welcome: str | None = None
 
@@ -763,7 +768,7 @@ class FTPClient:
 
     # -- transfers -----------------------------------------------------------------------------------------
 
-    def retrieve(self, path: str, *, type: str = "I", rest: int | None = None) -> _Transfer:
+    def retrieve(self, path: str, *, type: str = "I", rest: int | None = None) -> Transfer:
         """Download *path*: an async iterator of its chunks (RETR).
 
         ``async for chunk in client.retrieve(path):`` ... It ends once the data
@@ -774,12 +779,12 @@ class FTPClient:
         """
         return self._transfer_of(f"RETR {_check_arg('the path', path)}", type, rest)
 
-    def _transfer_of(self, line: str, type: str, rest: int | None) -> _Transfer:
+    def _transfer_of(self, line: str, type: str, rest: int | None) -> Transfer:
         if type not in ("I", "A"):
             raise ValueError(f"type is 'I' (binary) or 'A' (ASCII), not {type!r}")
         if rest is not None and (not isinstance(rest, int) or rest < 0):
             raise ValueError(f"rest must be an int >= 0, not {rest!r}")
-        return _Transfer(self, line, type, rest)
+        return Transfer(self, line, type, rest)
 
     async def retrieve_bytes(self, path: str, *, type: str = "I", rest: int | None = None) -> bytes:
         """Download *path* whole."""
@@ -855,8 +860,12 @@ def _as_bytes(chunk: Any) -> bytes | bytearray | memoryview:
     raise TypeError(f"an upload's chunks are bytes, not {type(chunk).__name__}")
 
 
-class _Transfer:
-    """One transfer over a data connection; for RETR and listings, an async iterator of chunks."""
+class Transfer:
+    """One transfer over a data connection (from :meth:`FTPClient.retrieve`): an async iterator of chunks.
+
+    Also an async context manager whose end aborts the transfer if it is not
+    complete; :meth:`aclose` does the same.
+    """
 
     def __init__(self, client: FTPClient, line: str, type: str, rest: int | None) -> None:
         self._client = client
@@ -993,7 +1002,7 @@ class _Transfer:
             client.close()
             raise
 
-    async def __aenter__(self) -> _Transfer:
+    async def __aenter__(self) -> Transfer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
