@@ -289,6 +289,11 @@ def test_leaving_a_download_loop_early_aborts_it(server, root):
             first = await c.pwd()
             async for _ in c.retrieve("early.bin"):  # not even closed: the next command aborts it
                 break
+            chunks = c.retrieve("early.bin")
+            await chunks.__anext__()
+            await c.pwd()  # mid-loop: the transfer is aborted, and the loop must not end as if complete
+            with pytest.raises(ftp.TransferFailed):
+                await chunks.__anext__()
             return first, await c.pwd(), await c.retrieve_bytes("early.bin")
 
     first, second, whole = coserve.run(main)

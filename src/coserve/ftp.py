@@ -481,6 +481,7 @@ class FTPClient:
     async def _settle(self) -> None:
         """Before a new command: abort a transfer left open, and read the replies still owed."""
         if self._transfer is not None:
+            self._transfer._interrupted = True
             await self._transfer.aclose()
         while self._owed:
             await self._final_reply()
@@ -876,6 +877,7 @@ class Transfer:
         self._started = False
         self._open = False  # the server said 1xx: the transfer is under way
         self._done = False
+        self._interrupted = False  # aborted because another command was sent
         self._broken: BaseException | None = None
 
     async def _start(self) -> None:
@@ -894,6 +896,8 @@ class Transfer:
 
     async def __anext__(self) -> bytes:
         if self._done:
+            if self._interrupted:
+                raise TransferFailed("the transfer was aborted: another command was sent before it ended")
             raise StopAsyncIteration
         try:
             if not self._started:
