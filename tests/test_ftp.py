@@ -195,8 +195,7 @@ def test_megabytes_each_way_arrive_exactly(server, root, passive):
     assert coserve.run(main) == up
 
 
-@pytest.mark.slow
-def test_fifty_megabytes_each_way(server, root, tmp_path):
+def test_fifty_megabytes_each_way(server, root, tmp_path):  # about a second: no need to mark it slow
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(50 << 20))
 
