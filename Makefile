@@ -40,6 +40,7 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/kernel.py --rounds 5 --out benchmarks/results/kernel-cpu.json
 	$(BIN)/python benchmarks/kernel.py --mode instructions --out benchmarks/results/kernel-instructions.json
 	$(BIN)/python benchmarks/http/run.py --out benchmarks/results/http.json
+	$(BIN)/python benchmarks/ftp_smtp/ftp.py --out benchmarks/results/ftp.json
 	$(BIN)/python benchmarks/report.py
 
 clean:

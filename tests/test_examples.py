@@ -96,5 +96,6 @@ def test_every_example_is_tested(path):
         "legacy_migration.py",
         "chat.py",
         "fetch_many.py",  # in tests/test_http_nginx.py, against the nginx peer
+        "ftp_roundtrip.py",  # in tests/test_ftp.py, against the pyftpdlib server
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"

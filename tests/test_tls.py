@@ -476,3 +476,26 @@ def test_sni_context_checks_its_arguments():
         coserve.sni_context({})
     with pytest.raises(TypeError):
         coserve.sni_context({"a.example": object()})
+
+
+def test_a_second_connection_resumes_the_tls_session_of_the_first(server_ctx, client_ctx):
+    async def main():
+        server = coserve.serve_tcp(echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.address[1]
+        first = await coserve.connect("127.0.0.1", port, ssl=client_ctx, server_hostname="localhost")
+        await first.send(b"hello\n")
+        await first.receive()  # TLS 1.3 hands the session ticket over after the handshake
+        session = first.tls_session
+        assert session is not None and not first.tls_session_reused
+        raw = await coserve.connect("127.0.0.1", port)
+        assert raw.tls_session is None and not raw.tls_session_reused
+        await raw.handshake(client_ctx, server_hostname="localhost", session=session)
+        await raw.send(b"again\n")
+        line = await raw.receive()
+        reused = raw.tls_session_reused
+        await raw.aclose()
+        await first.aclose()
+        server.close()
+        return line, reused
+
+    assert coserve.run(main) == (b"again", True)

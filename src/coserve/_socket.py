@@ -598,12 +598,15 @@ class Socket:
         server_side: bool | None = None,
         server_hostname: str | None = None,
         timeout: float | None = _KEEP,
+        session: _ssl.SSLSession | None = None,
     ) -> Socket:
         """Do the TLS handshake (Copas's ``dohandshake``); returns the socket.
 
         *ssl* is True (the system's default client context, which verifies the
         peer's certificate and host name) or an :class:`ssl.SSLContext`.
-        *timeout* defaults to the connect timeout.
+        *timeout* defaults to the connect timeout. *session* (a client's only)
+        resumes the TLS session of another connection (its :attr:`tls_session`)
+        made with the same context: FTPS servers require it of data connections.
 
         Received bytes that no receive has returned yet arrived in clear before
         the handshake: the peer had no right to send them (after STARTTLS it must
@@ -632,6 +635,7 @@ class Socket:
                 server_hostname=server_hostname if not server_side else None,
                 do_handshake_on_connect=False,
                 suppress_ragged_eofs=False,
+                session=session if not server_side else None,
             )
             self._sock = sock
         self._ssl = ctx
@@ -646,6 +650,18 @@ class Socket:
     def tls(self) -> bool:
         """True once the socket speaks TLS."""
         return isinstance(self._sock, _ssl.SSLSocket)
+
+    @property
+    def tls_session(self) -> _ssl.SSLSession | None:
+        """The TLS session once the handshake is done (for :meth:`handshake`'s *session*), or None."""
+        sock = self._sock
+        return sock.session if isinstance(sock, _ssl.SSLSocket) else None
+
+    @property
+    def tls_session_reused(self) -> bool:
+        """True if the TLS handshake resumed the session it was given."""
+        sock = self._sock
+        return isinstance(sock, _ssl.SSLSocket) and bool(sock.session_reused)
 
     @property
     def alpn(self) -> str | None:
