@@ -165,6 +165,80 @@ def http_report():
     return module
 
 
+#: Client benchmarks whose results are ``{"summary": {workload: {client: {figure: value}}}}``:
+#: name -> (title, the command that made them, the figure the chart shows, its label).
+CLIENT_RUNS = {
+    "ftp": (
+        "FTP clients: coserve.ftp against aioftp and ftplib (200 MB each way, pyftpdlib)",
+        "python benchmarks/ftp_smtp/ftp.py --out benchmarks/results/ftp.json",
+        "cpu_s_per_100mb",
+        "client CPU seconds per 100 MB (lower is better)",
+    ),
+    "smtp": (
+        "SMTP clients: coserve.smtp against aiosmtplib and smtplib (aiosmtpd)",
+        "python benchmarks/ftp_smtp/smtp.py --out benchmarks/results/smtp.json",
+        "cpu_us_per_message",
+        "client CPU microseconds per message (lower is better)",
+    ),
+}
+
+
+def client_run_section(name: str, data: dict) -> str:
+    """A table per workload: each client's figures, its ratios, and the chart below."""
+    title, command, _, _ = CLIENT_RUNS[name]
+    summary = data["summary"]
+    meta = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    out = [f"### {title}", ""]
+    out.append(
+        "Measured " + ", ".join(f"{k} {v}" for k, v in meta.items()) + "; medians of interleaved rounds,"
+        " ratios the median of each round's ratio."
+    )
+    out += ["", f"    {command}", ""]
+    for workload, clients in summary.items():
+        if not isinstance(clients, dict):
+            continue
+        figures = sorted({f for c in clients.values() for f in c})
+        out.append(f"**{workload}**")
+        out.append("")
+        out.append("| client | " + " | ".join(figures) + " |")
+        out.append("|---|" + "---|" * len(figures))
+        for client, values in clients.items():
+            cells = [_figure(values[f]) if f in values else "" for f in figures]
+            out.append(f"| {client} | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append(f"![{name}]({name}.png)")
+    out.append("")
+    return "\n".join(out)
+
+
+def _figure(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def client_run_chart(name: str, data: dict, path: pathlib.Path) -> None:
+    """One bar chart per workload of the figure CLIENT_RUNS names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title, _, figure, label = CLIENT_RUNS[name]
+    workloads = [(w, c) for w, c in data["summary"].items() if isinstance(c, dict)]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 3.2), squeeze=False)
+    for ax, (workload, clients) in zip(axes[0], workloads, strict=True):
+        names = list(clients)
+        values = [clients[n].get(figure, 0) for n in names]
+        bars = ax.barh(names, values, color=["tab:blue" if n == "coserve" else "tab:gray" for n in names])
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(workload, fontsize=10)
+        ax.set_xlabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parts = []
     echo = load("echo")
@@ -182,6 +256,11 @@ def main() -> None:
         hr = http_report()
         hr.chart(http, HERE / "http.png")
         parts.append(hr.section(http))
+    for name in CLIENT_RUNS:
+        data = load(name)
+        if data is not None:
+            client_run_chart(name, data, HERE / f"{name}.png")
+            parts.append(client_run_section(name, data))
     for name in TITLES:
         data = load(name)
         if data is None:
