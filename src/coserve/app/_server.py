@@ -333,38 +333,51 @@ class SocketServer:
         assert self._protocol is not None and self._respond is not None
         proto = self._protocol()
         decode, encode, respond = proto.decode, proto.encode, self._respond
+        receive, send = sock.receive_partial, sock.send
         pre, post = self._events["pre_request"], self._events["post_request"]
         max_pipeline = self.settings.max_pipeline
         buffer = b""
-        while not conn._closed:
-            data = await sock.receive_partial(_READ_SIZE)
+        while True:
+            data = await receive(_READ_SIZE)
             if not data:
                 return
-            buffer = buffer + data if buffer else data
+            try:
+                message, buffer = decode(buffer + data if buffer else data)
+            except Exception as e:
+                return self._decode_failed(conn, e)
+            if message is None:
+                continue
             out: list[bytes] = []
-            while buffer and not conn._closed:
-                try:
-                    message, buffer = decode(buffer)
-                except Exception as e:
-                    self._decode_failed(conn, e)
-                    conn._closed = True
-                    break
-                if message is None:
-                    break
+            answered = 0
+            while True:  # every whole message received so far, in order
                 if pre:
                     await self._fire("pre_request", conn, message)
                 response = await respond(message, conn)
+                answered += 1
                 conn.requests += 1
-                self.requests += 1
                 if post:
                     await self._fire("post_request", conn, message, response)
                 if response is not None:
                     out.append(encode(response))
-                if len(out) >= max_pipeline:  # send before decoding more
-                    await sock.send(b"".join(out))
+                if conn._closed or not buffer:
+                    break
+                if len(out) >= max_pipeline:  # answer these before decoding more
+                    await send(b"".join(out))
                     out = []
+                try:
+                    message, buffer = decode(buffer)
+                except Exception as e:
+                    self.requests += answered
+                    if out:
+                        await send(b"".join(out))
+                    return self._decode_failed(conn, e)
+                if message is None:
+                    break
+            self.requests += answered
             if out:
-                await sock.send(out[0] if len(out) == 1 else b"".join(out))
+                await send(out[0] if len(out) == 1 else b"".join(out))
+            if conn._closed:
+                return
 
     def _decode_failed(self, conn: Connection, e: Exception) -> None:
         logger.error("%s: could not decode what %r sent; closing it", self.name, conn, exc_info=e)
