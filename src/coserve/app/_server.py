@@ -164,8 +164,7 @@ class SocketServer:
         self._connections: set[Connection] = set()
         #: Connections accepted since the server started.
         self.received_connections = 0
-        #: Messages answered since the server started.
-        self.requests = 0
+        self._requests_of_closed = 0  # messages answered on connections closed since (see requests)
         self._started_at: float | None = None
 
     # -- events -----------------------------------------------------------------------------
@@ -327,6 +326,7 @@ class SocketServer:
             raise
         finally:
             self._connections.discard(conn)
+            self._requests_of_closed += conn.requests
             await self._fire("connection_lost", conn, exc)
 
     async def _converse(self, sock: Socket, conn: Connection) -> None:
@@ -335,6 +335,7 @@ class SocketServer:
         decode, encode, respond = proto.decode, proto.encode, self._respond
         receive, send = sock.receive_partial, sock.send
         pre, post = self._events["pre_request"], self._events["post_request"]
+        hooks = bool(pre or post)
         max_pipeline = self.settings.max_pipeline
         buffer = b""
         while True:
@@ -347,13 +348,19 @@ class SocketServer:
                 return self._decode_failed(conn, e)
             if message is None:
                 continue
+            if not buffer and not hooks:  # one whole message, no hooks: the short way
+                response = await respond(message, conn)
+                conn.requests += 1
+                if response is not None:
+                    await send(encode(response))
+                if conn._closed:
+                    return
+                continue
             out: list[bytes] = []
-            answered = 0
             while True:  # every whole message received so far, in order
                 if pre:
                     await self._fire("pre_request", conn, message)
                 response = await respond(message, conn)
-                answered += 1
                 conn.requests += 1
                 if post:
                     await self._fire("post_request", conn, message, response)
@@ -367,13 +374,11 @@ class SocketServer:
                 try:
                     message, buffer = decode(buffer)
                 except Exception as e:
-                    self.requests += answered
                     if out:
                         await send(b"".join(out))
                     return self._decode_failed(conn, e)
                 if message is None:
                     break
-            self.requests += answered
             if out:
                 await send(out[0] if len(out) == 1 else b"".join(out))
             if conn._closed:
@@ -392,6 +397,11 @@ class SocketServer:
             a = server.address
             out.append(f"{a[0]}:{a[1]}" if isinstance(a, tuple) else str(a))
         return out
+
+    @property
+    def requests(self) -> int:
+        """Messages answered since the server started."""
+        return self._requests_of_closed + sum(c.requests for c in self._connections)
 
     @property
     def active_connections(self) -> int:
