@@ -50,7 +50,7 @@ def test_serve_module_app_with_settings_then_sigterm():
                 got += conn.recv(100)
         assert got == b"hello\nbye\n"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 143, err
         assert b"Traceback" not in err
     finally:
