@@ -126,7 +126,7 @@ def _parse_v1(data: bytes) -> tuple[ProxyHeader | None, int]:
     used = end + 2
     line = data[:end]
     if not line.isascii() or b"\r" in line or b"\n" in line or b"\x00" in line:
-        raise ProxyProtocolError("PROXY v1 header is not a line of ASCII text")
+        raise ProxyProtocolError("PROXY v1 header is not a CRLF-terminated line of ASCII text")
     fields = line.decode("ascii").split(" ")
     if len(fields) >= 2 and fields[1] == "UNKNOWN":
         # The receiver must ignore everything after UNKNOWN and use the connection's real addresses.
@@ -146,13 +146,20 @@ def _parse_v1(data: bytes) -> tuple[ProxyHeader | None, int]:
         if "%" in text:
             raise ProxyProtocolError(f"PROXY v1 {proto} address is not valid: {text!r}")
         try:
-            hosts.append(str(ip_type(text)))
+            ip = ip_type(text)
+            hosts.append(_ipv6_text(ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip))
         except ValueError:
             raise ProxyProtocolError(f"PROXY v1 {proto} address is not valid: {text!r}") from None
     ports = [_v1_port(sport), _v1_port(dport)]
     return ProxyHeader(
         1, "PROXY", family, (hosts[0], ports[0]), (hosts[1], ports[1]), socket.SOCK_STREAM
     ), used
+
+
+def _ipv6_text(ip: ipaddress.IPv6Address) -> str:
+    # An IPv4-mapped address shows its IPv4 part dotted, as Python 3.13 and socket.inet_ntop do.
+    mapped = ip.ipv4_mapped
+    return f"::ffff:{mapped}" if mapped is not None else str(ip)
 
 
 def _v1_port(text: str) -> int:
@@ -191,7 +198,8 @@ def _parse_v2(data: bytes, max_length: int) -> tuple[ProxyHeader | None, int]:
         raise ProxyProtocolError(
             f"PROXY v2 address block of {len(block)} bytes is too short for {family.name} ({need} bytes)"
         )
-    tlvs = _v2_tlvs(block[need:])
+    # AF_UNSPEC: the specification has the receiver discard the whole block, so it is not parsed.
+    tlvs = _v2_tlvs(block[need:]) if family != socket.AF_UNSPEC else ()
     source: Address | None = None
     destination: Address | None = None
     if command == "PROXY":
@@ -201,11 +209,10 @@ def _parse_v2(data: bytes, max_length: int) -> tuple[ProxyHeader | None, int]:
             destination = (str(ipaddress.IPv4Address(dst)), dport)
         elif family == socket.AF_INET6:
             src, dst, sport, dport = struct.unpack_from("!16s16sHH", block)
-            source = (str(ipaddress.IPv6Address(src)), sport)
-            destination = (str(ipaddress.IPv6Address(dst)), dport)
+            source = (_ipv6_text(ipaddress.IPv6Address(src)), sport)
+            destination = (_ipv6_text(ipaddress.IPv6Address(dst)), dport)
         elif family == socket.AF_UNIX:
             source, destination = _unix_path(block[:108]), _unix_path(block[108:216])
-        # AF_UNSPEC: the receiver must use the connection's real addresses and ignore the block.
     return ProxyHeader(2, command, family, source, destination, transport, tlvs), used
 
 
