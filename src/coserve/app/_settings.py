@@ -763,9 +763,11 @@ def _convert(setting: Setting, value: object, origin: str) -> Any:
         raise SettingsError(setting.name, value, origin, str(exc)) from None
 
 
-def _unknown(name: str, origin: str) -> SettingsError:
-    close = difflib.get_close_matches(name, list(SETTINGS), n=1)
+def _unknown(name: str, origin: str, value: object = None) -> SettingsError:
+    close = difflib.get_close_matches(name, list(SETTINGS), n=1, cutoff=0.75)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if isinstance(value, dict):  # a TOML table: the file is flat
+        hint = " (settings are top-level keys, by name)"
     return SettingsError(name, _NO_VALUE, origin, f"unknown setting{hint}")
 
 
@@ -838,7 +840,7 @@ def load_settings(
         data = _read_config(path, origin)
         for key, value in data.items():
             if key not in SETTINGS:
-                raise _unknown(key, path)
+                raise _unknown(key, path, value)
             if key == "config":
                 raise SettingsError(key, value, path, "a config file cannot name another one")
             file_layer[key] = (_convert(SETTINGS[key], value, path), path)
