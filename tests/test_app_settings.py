@@ -432,8 +432,9 @@ def test_command_line_mistakes_are_settings_errors():
         (["--workers"], "expected one argument"),
         (["--reuse-port=yes"], "ignored explicit argument"),
     ]:
-        with pytest.raises(SettingsError, match=re.escape(message)):
+        with pytest.raises(SettingsError, match=re.escape(message)) as info:
             load_settings(argv, {})
+        assert str(info.value).startswith("command line: ")
     for event in EVENTS:
         with pytest.raises(SettingsError, match="unrecognized arguments"):
             load_settings([f"--{event.replace('_', '-')}", "json:dumps"], {})

@@ -74,7 +74,8 @@ class SettingsError(CoserveError, ValueError):
         self.origin = origin
         self.reason = reason
         shown = f" {value!r}" if value is not _NO_VALUE else ""
-        super().__init__(f"{setting}:{shown} from {origin}: {reason}")
+        where = f" from {origin}" if origin else ""
+        super().__init__(f"{setting}:{shown}{where}: {reason}" if shown or where else f"{setting}: {reason}")
 
 
 _NO_VALUE: Any = object()
@@ -691,7 +692,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake on the command line is a SettingsError, not an exit."""
 
     def error(self, message: str) -> Any:
-        raise SettingsError("command line", _NO_VALUE, "argv", message)
+        raise SettingsError("command line", _NO_VALUE, "", message)
 
 
 class _Record(argparse.Action):
