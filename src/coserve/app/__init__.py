@@ -1,0 +1,1 @@
+"""coserve.app: temporary package marker until the SocketServer core lands (dropped at merge)."""
