@@ -288,3 +288,70 @@ def test_connection_repr_and_fields():
         await task
 
     coserve.run(main)
+
+
+def test_proxy_protocol_from_a_trusted_peer_sets_conn_peer_and_keeps_the_bytes_after_it():
+    peers = []
+
+    async def main():
+        app = SocketServer(
+            protocol=LineProtocol,
+            respond=echo_respond,
+            bind="127.0.0.1:0",
+            proxy_protocol=True,
+            forwarded_allow_ips="127.0.0.1",
+            connection_made=lambda conn: None,
+            post_request=lambda conn, m, r: peers.append(conn.peer),
+        )
+        task = await started(app)
+        sock = await coserve.connect("127.0.0.1", port_of(app))
+        # The header and the first request in one segment, as HAProxy sends them.
+        await sock.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8060\r\nfirst\n")
+        assert await sock.receive() == b"first"
+        await sock.aclose()
+        bad = await coserve.connect("127.0.0.1", port_of(app))
+        await bad.send(b"NOT A PROXY HEADER AT ALL\r\n")
+        assert await bad.receive("*a") == b""  # refused
+        await bad.aclose()
+        app.stop()
+        await task
+
+    coserve.run(main)
+    assert peers == [("203.0.113.7", 51234)]
+
+
+def test_proxy_protocol_from_an_untrusted_peer_is_not_parsed():
+    async def main():
+        app = SocketServer(
+            protocol=LineProtocol,
+            respond=echo_respond,
+            bind="127.0.0.1:0",
+            proxy_protocol=True,
+            forwarded_allow_ips="10.9.9.9",
+        )
+        task = await started(app)
+        sock = await coserve.connect("127.0.0.1", port_of(app))
+        await sock.send(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8060\r\n")
+        assert await sock.receive() == b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 8060"  # just a line
+        await sock.aclose()
+        app.stop()
+        await task
+
+    coserve.run(main)
+
+
+def test_unreceive_puts_bytes_back_in_front():
+    async def main():
+        import socket as _s
+
+        x, y = _s.socketpair()
+        sa, sb = coserve.wrap(x), coserve.wrap(y)
+        await sb.send(b"world\n")
+        sa.unreceive(b"hello ")
+        assert await sa.receive() == b"hello world"
+        with pytest.raises(TypeError):
+            sa.unreceive("text")
+        sa.close()
+        sb.close()
+
+    coserve.run(main)

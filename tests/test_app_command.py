@@ -31,9 +31,19 @@ def _coserve(*args: str, **kw):
     )
 
 
-def test_serve_module_app_with_settings_then_sigterm():
+def test_serve_module_app_with_settings_then_sigterm(tmp_path):
     port = _free_port()
-    proc = _coserve("serve", "echo_protocol:app", "--bind", f"127.0.0.1:{port}", "--keep-alive", "7")
+    pidfile = tmp_path / "app.pid"
+    proc = _coserve(
+        "serve",
+        "echo_protocol:app",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "7",
+        "--pid",
+        str(pidfile),
+    )
     try:
         deadline = time.monotonic() + 20
         while True:  # the child's port is the one sign it is ready
@@ -49,10 +59,12 @@ def test_serve_module_app_with_settings_then_sigterm():
             while not got.endswith(b"bye\n"):
                 got += conn.recv(100)
         assert got == b"hello\nbye\n"
+        assert pidfile.read_text() == f"{proc.pid}\n"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 143, err
         assert b"Traceback" not in err
+        assert not pidfile.exists()  # removed at exit
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,10 +26,12 @@ one is logged and does not end the connection or the worker.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -44,6 +46,8 @@ from .. import (
     gettime,
     serve_unix,
 )
+from ._proxy import ProxyHeader, ProxyProtocolError, is_trusted, parse_proxy_header
+from ._settings import SettingsError, load_settings
 
 __all__ = ["EVENTS", "Connection", "MessageProtocol", "SocketServer"]
 
@@ -101,6 +105,20 @@ class Connection:
         return f"<coserve.app.Connection peer={self.peer!r} requests={self.requests}>"
 
 
+async def _read_proxy_header(sock: Socket) -> ProxyHeader | None:
+    """The PROXY protocol header the load balancer sends first; what came after it is put back."""
+    data = b""
+    while True:
+        chunk = await sock.receive_partial(_READ_SIZE)
+        if not chunk:
+            return None
+        data += chunk
+        header, used = parse_proxy_header(data)
+        if header is not None:
+            sock.unreceive(data[used:])
+            return header
+
+
 def _address(sock: Socket, what: str) -> Any:
     try:
         return sock.getpeername() if what == "peer" else sock.getsockname()
@@ -154,8 +172,6 @@ class SocketServer:
             fn = settings.pop(event, None)
             if fn is not None:
                 self.on(event, fn)
-        from ._settings import load_settings
-
         self._defaults = settings
         #: The settings in force (the defaults until :meth:`start` reads the command line).
         self.settings = load_settings([], {}, defaults=settings)
@@ -290,12 +306,30 @@ class SocketServer:
     def start(self, argv: list[str] | None = None) -> None:
         """Read the command line, environment and config, then serve until stopped (pulsar's ``start()``)."""
         from .. import run
-        from ._settings import load_settings
 
-        self.settings = load_settings(argv, os.environ, defaults=self._defaults)
+        try:
+            self.settings = load_settings(argv, os.environ, defaults=self._defaults)
+        except SettingsError as e:
+            print(f"{self.name}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        for event in EVENTS:  # hooks named by the environment or a config file ("module:function")
+            fn = getattr(self.settings, event, None)
+            if fn is not None and fn not in self._events[event]:
+                self.on(event, fn)
         if self.settings.workers:
             raise CoserveError("workers > 0 needs the arbiter, which is not in this version: use workers=0")
-        run(self.serve)
+        if self.settings.proxy_protocol and self.settings.ssl_certfile:
+            raise CoserveError("proxy_protocol with TLS is not supported yet: terminate TLS at the proxy")
+        pidfile = self.settings.pidfile
+        if pidfile:
+            with open(pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        try:
+            run(self.serve)
+        finally:
+            if pidfile:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pidfile)
 
     # -- one connection -------------------------------------------------------------------------
 
@@ -308,6 +342,22 @@ class SocketServer:
             return
         sock.settimeouts(receive=s.keep_alive, send=s.keep_alive)
         conn = Connection(sock, _address(sock, "peer"), _address(sock, "local"))
+        if s.proxy_protocol:
+            peer = conn.peer[0] if isinstance(conn.peer, tuple) else None
+            if is_trusted(peer, s.forwarded_allow_ips):
+                try:
+                    header = await _read_proxy_header(sock)
+                except ProxyProtocolError as e:
+                    logger.warning(
+                        "%s: %r sent a bad PROXY protocol header (%s); closing it", self.name, conn, e
+                    )
+                    return
+                except (*_PEER_WENT_AWAY, TimeoutError):
+                    return
+                if header is None:
+                    return  # closed before the header was whole
+                if header.source is not None:
+                    conn.peer = header.source
         self._connections.add(conn)
         self.received_connections += 1
         await self._fire("connection_made", conn)
