@@ -97,5 +97,7 @@ def test_every_example_is_tested(path):
         "chat.py",
         "fetch_many.py",  # in tests/test_http_nginx.py, against the nginx peer
         "ftp_roundtrip.py",  # in tests/test_ftp.py, against the pyftpdlib server
+        "echo_protocol.py",  # in tests/test_app.py and test_app_command.py
+        "resp_server.py",  # in tests/test_app.py and test_app_redis.py (redis-benchmark)
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"

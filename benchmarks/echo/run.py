@@ -38,6 +38,7 @@ PY = sys.executable
 
 SERVERS = {
     "coserve": [PY, "coserve_echo.py"],
+    "coserve-app": [PY, "coserve_app_echo.py"],
     "asyncio-streams": [PY, "asyncio_streams.py"],
     "asyncio-protocol": [PY, "asyncio_protocol.py"],
     "uvloop-streams": [PY, "asyncio_streams.py", "--uvloop"],

@@ -16,6 +16,9 @@ version; then the script, if one is given. ``-`` reads the script from
 standard input, and so does a command without arguments. Everything runs in
 one task ("main"); the run goes on until nothing is left to do.
 
+``coserve serve MODULE:APP [settings]`` runs a :class:`coserve.app.SocketServer`
+instead (see docs/app.md).
+
 The exit status is 1 if the script raised, if any task ended with an error
 nobody caught, or if the run ended with tasks that nothing could wake (they
 are listed in a warning), 130 after Ctrl-C (SIGINT) and 143 after SIGTERM,
@@ -41,7 +44,7 @@ from typing import Any
 from . import _kernel, run
 from ._signals import SIGNAL_EXIT_BASE
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 _TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
@@ -104,10 +107,57 @@ async def _run_steps(steps: Sequence[tuple[str, Any]], namespace: dict[str, Any]
                 await result
 
 
+def serve(argv: list[str]) -> int:
+    """``coserve serve MODULE:APP [settings]``: start a :class:`coserve.app.SocketServer` (gunicorn's way).
+
+    *MODULE* is imported with the current directory on ``sys.path``; *APP* is
+    a name in it (dotted for an attribute of an attribute), ``app`` if left
+    out. The rest of the command line is the application's settings.
+    """
+    from .app import SocketServer
+    from .app._settings import SettingsError
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: coserve serve MODULE[:APP] [settings ...]   (coserve serve MODULE:APP --help lists them)"
+        )
+        return 0 if argv else 2
+    target, _, name = argv[0].partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(target)
+        for part in (name or "app").split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        print(f"coserve serve: cannot load {argv[0]!r}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sys.path.remove(os.getcwd())
+    if not isinstance(obj, SocketServer):
+        print(
+            f"coserve serve: {argv[0]!r} is a {type(obj).__name__}, not a coserve.app.SocketServer",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        obj.start(argv[1:])
+    except SettingsError as e:
+        print(f"coserve serve: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        return SIGNAL_EXIT_BASE + signal.SIGINT
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``coserve`` command with *argv* (default: ``sys.argv[1:]``); returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "serve" and not os.path.exists("serve"):  # a script named serve still runs
+        return serve(args[1:])
     parser = _parser()
-    opts = parser.parse_args(argv)
+    opts = parser.parse_args(args)
     if opts.asyncore:
         if opts.steps or opts.script in (None, "-"):
             parser.error("--asyncore runs a program file: give its path (and no -e, -l or -v)")

@@ -443,6 +443,16 @@ class Socket:
                 return bytes(buf)
             buf += data
 
+    def unreceive(self, data: bytes) -> None:
+        """Put *data* back in front of what the next receive returns.
+
+        For bytes read ahead by a layer above, such as what followed a PROXY protocol header.
+        """
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"unreceive() takes bytes, not {type(data).__name__}")
+        if data:
+            self._rbuf = bytearray(data) + self._rbuf
+
     @types.coroutine
     def receive_partial(self, max: int = 65536) -> Generator[Any, Any, bytes]:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
