@@ -42,7 +42,6 @@ from .. import (
     Event,
     Server,
     Socket,
-    add_server,
     gettime,
     serve_unix,
 )
@@ -160,7 +159,7 @@ class SocketServer:
         else:
             if not callable(protocol):
                 raise TypeError(f"protocol must be a factory called per connection, not {protocol!r}")
-            if not inspect.iscoroutinefunction(respond) and not callable(respond):
+            if not callable(respond):
                 raise TypeError(f"respond must be an async function (message, conn), not {respond!r}")
         self._protocol = protocol
         self._respond = respond
@@ -239,13 +238,10 @@ class SocketServer:
                 sock.close()
                 raise
         try:
-            server = add_server(sock, self._serve_connection, name=name)
+            return Server(sock, self._serve_connection, None, name, ssl)  # add_server, with TLS
         except BaseException:
             sock.close()
             raise
-        if ssl is not None:
-            server._ssl = ssl
-        return server
 
     def _ssl_context(self) -> Any:
         s = self.settings
