@@ -53,7 +53,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._errors import Cancelled, CoserveError, Deadlock, ForeignAwaitable, ResourceBusy, SocketClosed
 from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
@@ -62,6 +62,7 @@ __all__ = ["Kernel", "Task", "WaitQueue", "current_kernel", "get_kernel"]
 
 logger = logging.getLogger("coserve")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Trap numbers: the index of the handler in Kernel._traps.
 _READ, _WRITE, _SLEEP, _SUSPEND = range(4)
@@ -76,10 +77,75 @@ WAITING = "waiting"
 DONE = "done"
 
 
+# --- generator-based coroutines that are native ones ---------------------------
+#
+# The hottest awaitables (sleep, Socket.send, Socket.receive_partial and the traps below) are
+# written as generators that yield the trap themselves: an ``async def`` would need a second
+# frame to reach a ``yield``. ``types.coroutine`` makes such a generator awaitable, but it stays a
+# generator, and a generator that is never started is dropped silently: a forgotten ``await``
+# sent nothing, slept not at all, and said nothing. A native coroutine warns ("coroutine ... was
+# never awaited", a RuntimeWarning): CPython checks, when it finalizes the object, whether its
+# frame ever started, and that check is made for every generator anyway, so it costs nothing.
+#
+# So native_coroutine() gives the generator's code the coroutine flag: calling the function
+# then makes a real coroutine object, which behaves as an ``async def`` one does (await, send,
+# throw, close, the unawaited warning, inspect.iscoroutinefunction and help() showing it as
+# async), while its body still yields the trap directly. The bytecode of a generator and a
+# coroutine differ only in what the flags tell the interpreter at run time, which is why this
+# works; a probe at import checks that it does, and falls back to types.coroutine (no warning,
+# same speed) on an interpreter where it would not.
+
+
+def _as_native(func: Callable[..., Any]) -> Callable[..., Any]:
+    code = func.__code__
+    flags = (code.co_flags & ~inspect.CO_GENERATOR) | inspect.CO_COROUTINE
+    # A new function object, not an assignment to __code__ (3.13 deprecates changing a function's kind).
+    native = types.FunctionType(
+        code.replace(co_flags=flags), func.__globals__, func.__name__, func.__defaults__, func.__closure__
+    )
+    native.__kwdefaults__ = func.__kwdefaults__
+    native.__qualname__ = func.__qualname__
+    native.__module__ = func.__module__
+    native.__doc__ = func.__doc__
+    native.__annotations__ = func.__annotations__
+    native.__dict__.update(func.__dict__)
+    return native
+
+
+def _native_works() -> bool:
+    def probe() -> Generator[int, int, int]:
+        return (yield 1) + 1
+
+    try:
+        coro = _as_native(probe)()
+        if type(coro) is not types.CoroutineType or coro.send(None) != 1:
+            return False
+        coro.send(1)
+    except StopIteration as e:
+        return bool(e.value == 2)
+    except Exception:  # pragma: no cover - an interpreter without this layout
+        pass
+    return False  # pragma: no cover
+
+
+_NATIVE = _native_works()
+
+
+def native_coroutine(func: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a generator function that yields traps create native coroutines (see above).
+
+    ``@native_coroutine`` replaces ``@types.coroutine`` on coserve's generator-based
+    awaitables, so that one that is never awaited warns as an ``async def`` does.
+    """
+    if _NATIVE:
+        return cast("Callable[P, Coroutine[Any, Any, T]]", _as_native(func))
+    return cast("Callable[P, Coroutine[Any, Any, T]]", types.coroutine(func))  # pragma: no cover
+
+
 # --- traps: the only way a task talks to the kernel -------------------------
 
 
-@types.coroutine
+@native_coroutine
 def wait_readable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
     """Park the current task until *fd* is readable (or has an error or hang-up).
 
@@ -89,13 +155,13 @@ def wait_readable(fd: int, timeout: float | None = None) -> Generator[Any, Any, 
     yield (_READ, fd, timeout)
 
 
-@types.coroutine
+@native_coroutine
 def wait_writable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
     """Park the current task until *fd* is writable (or has an error or hang-up); see wait_readable."""
     yield (_WRITE, fd, timeout)
 
 
-@types.coroutine
+@native_coroutine
 def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, Any]:
     """Park on *waitable*: the kernel calls ``waitable._park(task, arg)``, which must set the undo.
 
@@ -239,7 +305,7 @@ class WaitQueue:
     def __len__(self) -> int:
         return self._live
 
-    @types.coroutine
+    @native_coroutine
     def wait(self, state: str = WAITING, data: Any = None) -> Generator[Any, Any, Any]:
         """Park the current task here until woken (``await queue.wait()``); returns the wake value."""
         return (yield (_SUSPEND, state, self, data))  # the trap itself: no extra frame per park

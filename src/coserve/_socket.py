@@ -40,7 +40,6 @@ import os
 import socket
 import ssl as _ssl
 import sys
-import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
@@ -55,7 +54,7 @@ from ._errors import (
     LineTooLong,
     SocketClosed,
 )
-from ._kernel import _READ, wait_readable, wait_writable
+from ._kernel import _READ, native_coroutine, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
 from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
@@ -358,7 +357,7 @@ class Socket:
                 return bytes(buf)
             buf += data
 
-    @types.coroutine
+    @native_coroutine
     def receive_partial(self, max: int = 65536) -> Generator[Any, Any, bytes]:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
         # A generator-based coroutine that yields the kernel's trap itself: an idle connection's
@@ -426,7 +425,7 @@ class Socket:
 
     # -- sending -----------------------------------------------------------------
 
-    @types.coroutine
+    @native_coroutine
     def send(self, data: bytes | bytearray | memoryview) -> Generator[Any, Any, int]:
         """Send all of *data*, waiting for the peer as needed; returns the number of bytes sent.
 

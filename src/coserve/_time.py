@@ -19,14 +19,13 @@ result in time is never failed after the fact.
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
 from . import _kernel
 from ._errors import Cancelled, CoserveError
-from ._kernel import _SLEEP, FOREVER, SLEEPING, Task, suspend
+from ._kernel import _SLEEP, FOREVER, SLEEPING, Task, native_coroutine, suspend
 
 __all__ = ["TimeoutScope", "gettime", "move_on_after", "sleep", "sleep_forever", "timeout_after", "wakeup"]
 
@@ -60,7 +59,7 @@ def gettime() -> float:
     return k.time() if k is not None else _kernel.time.monotonic()
 
 
-@types.coroutine
+@native_coroutine
 def sleep(seconds: float) -> Generator[Any, Any, float]:
     """Sleep for *seconds*, then return the time actually slept.
 
