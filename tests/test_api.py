@@ -73,6 +73,7 @@ LAYERS = [
     "_errors",
     "_poller",
     "_kernel",
+    "_slowtask",
     "_signals",
     "_time",
     "_timer",

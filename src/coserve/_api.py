@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _kernel, _signals
+from . import _kernel, _signals, _slowtask
 from ._errors import AlreadyRunning, Cancelled, CoserveError
 from ._kernel import Kernel, Task, drop_kernel, get_kernel
 from ._time import check_seconds
@@ -52,17 +52,32 @@ def _kernel_for_run(clock: Any) -> Kernel:
     return get_kernel(clock)
 
 
-def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
+def run(
+    main: Any = None,
+    *args: Any,
+    clock: Any = None,
+    debug: bool | None = None,
+    slow_task_duration: float = _slowtask.SLOW_TASK_DURATION,
+) -> Any:
     """Run ``main(*args)`` as a task, and the scheduler until nothing is left to do.
 
     Returns main's result or raises its exception. If main fails, everything
     else is cancelled (as by :func:`cancel_all`) before the error is raised; if
     main was cancelled, returns None. Without *main*, runs what was spawned
     before. *clock* replaces the kernel's clock (``coserve.testing.MockClock``).
+
+    *debug* (default: on if the environment has ``COSERVE_DEBUG=1``) logs a
+    WARNING naming any task that runs longer than *slow_task_duration* seconds
+    without yielding, which stalls every other task (a ``time.sleep``, a
+    blocking call). Off, it costs nothing.
     """
+    watch = debug if debug is not None else _slowtask.enabled_by_environment()
+    limit = _slowtask.check_duration(slow_task_duration)  # before a kernel exists to be left behind
     k = _kernel_for_run(clock)
     if k.running:
         raise AlreadyRunning("run() was called while the scheduler is running; spawn() the work instead")
+    if watch:
+        _slowtask.enable(k, limit)
     main_task = None
     if main is not None:
         main_task = k.spawn(main, args, "main")

@@ -923,13 +923,14 @@ class Kernel:
             func(entry[3])
         return fired
 
-    def _run_ready(self) -> None:
+    def _run_ready(self, count: int = 0) -> None:
+        """Run each task that is ready now once (or only the first *count*: debug mode times each)."""
         ready = self._ready
         traps = self._traps
         popleft = ready.popleft
         append = ready.append
         foreign = self._trap_foreign
-        for _ in range(len(ready)):
+        for _ in range(count or len(ready)):
             task = popleft()
             self._current = task
             task._state = RUNNING
