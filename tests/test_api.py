@@ -114,3 +114,34 @@ def test_cancelled_is_not_an_exception_and_errors_share_a_root():
         "ForeignAwaitable",
     ]:
         assert issubclass(getattr(coserve, name), coserve.CoserveError)
+
+
+def _public_callables():
+    for module in (coserve, coserve.testing, coserve.asyncore, coserve.asynchat, coserve.compat):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                yield f"{module.__name__}.{name}", obj
+                for member_name, member in vars(obj).items():
+                    member = getattr(member, "__func__", member)
+                    if inspect.isfunction(member) and (
+                        not member_name.startswith("_") or member_name == "__init__"
+                    ):
+                        yield f"{module.__name__}.{name}.{member_name}", member
+            elif callable(obj):
+                yield f"{module.__name__}.{name}", obj
+
+
+def test_no_public_signature_shows_an_anonymous_object_as_a_default():
+    checked, bad = 0, []
+    for name, obj in _public_callables():
+        try:
+            sig = str(inspect.signature(obj))
+        except (TypeError, ValueError):
+            continue
+        checked += 1
+        if "<object object" in sig:
+            bad.append(f"{name}{sig}")
+    assert checked > 200  # the walk does see the API
+    assert bad == [], "give the default a name (coserve._kernel.Sentinel) or a real value"
+    assert "timeout: 'float | None' = <its own timeout>" in str(inspect.signature(coserve.Lock.acquire))

@@ -77,6 +77,18 @@ WAITING = "waiting"
 DONE = "done"
 
 
+class Sentinel:
+    """A named default ("use the object's own setting"): help() and signatures show its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
 # --- generator-based coroutines that are native ones ---------------------------
 #
 # The hottest awaitables (sleep, Socket.send, Socket.receive_partial and the traps below) are

@@ -54,14 +54,15 @@ from ._errors import (
     LineTooLong,
     SocketClosed,
 )
-from ._kernel import _READ, native_coroutine, wait_readable, wait_writable
+from ._kernel import _READ, Sentinel, native_coroutine, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
 from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
 
 __all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "wrap"]
 
-_KEEP: Any = object()
+_KEEP: Any = Sentinel("<unchanged>")
+_CONNECT_TIMEOUT: Any = Sentinel("<connect_timeout>")  # handshake(): the socket's connect_timeout
 _STREAK = 16  # operations in a row without waiting before one yields
 _CHUNK = 65536  # what a pattern asks the system for at a time
 _MAX_READ = 1 << 20  # the most one recv may allocate, whatever was asked for
@@ -500,7 +501,7 @@ class Socket:
         *,
         server_side: bool | None = None,
         server_hostname: str | None = None,
-        timeout: float | None = _KEEP,
+        timeout: float | None = _CONNECT_TIMEOUT,
     ) -> Socket:
         """Do the TLS handshake (Copas's ``dohandshake``); returns the socket.
 
@@ -540,7 +541,7 @@ class Socket:
         self._ssl = ctx
         self._plain = False
         self._drained = False  # the TLS library may hold decrypted bytes that the poller cannot see
-        limit = self.connect_timeout if timeout is _KEEP else timeout
+        limit = self.connect_timeout if timeout is _CONNECT_TIMEOUT else timeout
         async with timeout_after(limit):
             await self._io(sock.do_handshake)
         return self

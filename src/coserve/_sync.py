@@ -23,12 +23,12 @@ from typing import Any
 
 from . import _kernel
 from ._errors import CoserveError, Destroyed, NotOwner, Stopping, TooMany
-from ._kernel import WAITING, Task, WaitQueue
+from ._kernel import WAITING, Sentinel, Task, WaitQueue
 from ._time import timeout_after
 
 __all__ = ["Condition", "Event", "Lock", "Queue", "Semaphore"]
 
-_DEFAULT: Any = object()
+_DEFAULT: Any = Sentinel("<its own timeout>")  # the lock's or semaphore's .timeout
 
 
 def _current(what: str) -> Task:
@@ -199,8 +199,8 @@ class Semaphore:
         """Wait for *n* permits and return the seconds waited.
 
         Asking for more than *max* raises :class:`coserve.TooMany` at once; a
-        timeout raises :class:`TimeoutError` (a timeout of 0 fails at once
-        unless the permits are there).
+        timeout (default: the semaphore's) raises :class:`TimeoutError` (a
+        timeout of 0 fails at once unless the permits are there).
         """
         _current("Semaphore.take()")
         self._check(n)
