@@ -145,3 +145,14 @@ def test_no_public_signature_shows_an_anonymous_object_as_a_default():
     assert checked > 200  # the walk does see the API
     assert bad == [], "give the default a name (coserve._kernel.Sentinel) or a real value"
     assert "timeout: 'float | None' = <its own timeout>" in str(inspect.signature(coserve.Lock.acquire))
+
+
+def test_help_shows_the_awaitables_as_async():
+    import pydoc
+
+    for func, name in [
+        (coserve.sleep, "sleep"),
+        (coserve.Socket.send, "send"),
+        (coserve.Lock.acquire, "acquire"),
+    ]:
+        assert f"async {name}(" in pydoc.render_doc(func, renderer=pydoc.plaintext)

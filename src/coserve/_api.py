@@ -17,13 +17,15 @@ their ``finally`` blocks run, and then :func:`run` returns.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, overload
 
 from . import _kernel, _signals, _slowtask
 from ._errors import AlreadyRunning, Cancelled, CoserveError
 from ._kernel import Kernel, Task, drop_kernel, get_kernel
 from ._time import check_seconds
+
+T = TypeVar("T")
 
 __all__ = [
     "cancel_all",
@@ -111,7 +113,7 @@ def run(
     raise exc
 
 
-def _main_done(task: Task) -> None:
+def _main_done(task: Task[Any]) -> None:
     exc = task._exception
     if exc is not None and not isinstance(exc, Cancelled):
         _kernel._K.cancel_all()
@@ -195,7 +197,11 @@ def cancel_all() -> None:
         k.cancel_all()
 
 
-def spawn(func: Any, *args: Any, name: str | None = None) -> Task:
+@overload
+def spawn(func: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]: ...
+@overload
+def spawn(func: Callable[..., Awaitable[T]], *args: Any, name: str | None = None) -> Task[T]: ...
+def spawn(func: Any, *args: Any, name: str | None = None) -> Task[Any]:
     """Schedule ``func(*args)`` (an async function, or a coroutine object) as a new task.
 
     The task starts at the scheduler's next pass, not now. Returns the
@@ -204,13 +210,13 @@ def spawn(func: Any, *args: Any, name: str | None = None) -> Task:
     return get_kernel().spawn(func, args, name)
 
 
-def current_task() -> Task | None:
+def current_task() -> Task[Any] | None:
     """The task running now, or None outside any task."""
     k = _kernel._K
     return k._current if k is not None else None
 
 
-ErrorHandler = Callable[[BaseException, "Task | None", Any], Any]
+ErrorHandler = Callable[[BaseException, "Task[Any] | None", Any], Any]
 
 
 def set_error_handler(handler: ErrorHandler | None, default: bool = False) -> None:
@@ -230,7 +236,7 @@ def set_error_handler(handler: ErrorHandler | None, default: bool = False) -> No
         task._error_handler = handler
 
 
-def get_error_handler(task: Task | None = None) -> ErrorHandler:
+def get_error_handler(task: Task[Any] | None = None) -> ErrorHandler:
     """The error handler of *task* (default: the current task), or the default handler."""
     task = task or current_task()
     return (task._error_handler if task is not None else None) or _kernel.error_handler

@@ -53,7 +53,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from ._errors import Cancelled, CoserveError, Deadlock, ForeignAwaitable, ResourceBusy, SocketClosed
 from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
@@ -185,11 +185,12 @@ def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, A
 # --- tasks ------------------------------------------------------------------
 
 
-class Task:
+class Task(Generic[T]):
     """A coroutine run by the scheduler. Create tasks with :func:`coserve.spawn`.
 
     ``await task`` waits for it to end and returns its result or raises its
-    exception; any number of tasks may await the same task.
+    exception; any number of tasks may await the same task. ``Task[T]`` is
+    the task of a coroutine returning T, so ``await task`` is typed T.
     """
 
     __slots__ = (
@@ -200,11 +201,11 @@ class Task:
 
     # Set later, before they are read (Task.__init__ sets only what is read first: it is a hot path).
     _exception: BaseException | None
-    _result: Any
+    _result: T
     _undo_arg: Any
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], name: str | None, tid: int) -> None:
-        self._coro: Coroutine[Any, Any, Any] | None = coro
+    def __init__(self, coro: Coroutine[Any, Any, T], name: str | None, tid: int) -> None:
+        self._coro: Coroutine[Any, Any, T] | None = coro
         self._name = name
         #: A number unique among the tasks of one run.
         self.id = tid
@@ -215,8 +216,8 @@ class Task:
         self._io_timer: list[Any] | None = None  # the timeout entry of a timed fd wait
         self._pending: BaseException | None = None
         self._scopes: list[Any] | None = None
-        self._joiners: list[Task] | None = None
-        self._on_done: Callable[[Task], None] | None = None
+        self._joiners: list[Task[Any]] | None = None
+        self._on_done: Callable[[Task[Any]], None] | None = None
         self._watched = False
         self._sock: Any = None
         self._error_handler: Callable[..., Any] | None = None
@@ -255,7 +256,7 @@ class Task:
         exc._task = self
         return _K._cancel_task(self, exc)
 
-    def result(self) -> Any:
+    def result(self) -> T:
         """The task's return value; raises its exception, or Cancelled, if it ended with one."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
@@ -271,7 +272,7 @@ class Task:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
         return self._exception
 
-    def __await__(self) -> Generator[Any, Any, Any]:
+    def __await__(self) -> Generator[Any, Any, T]:
         if self._state is not DONE:
             if self._state is RUNNING:  # only the running task itself can be awaiting it now
                 raise Deadlock(
@@ -282,7 +283,7 @@ class Task:
         return self.result()
 
     # The waitable protocol, for tasks awaiting this one.
-    def _park(self, waiter: Task, _arg: Any) -> None:
+    def _park(self, waiter: Task[Any], _arg: Any) -> None:
         if self._state is DONE:
             _K._wake(waiter, None)
             return
@@ -292,7 +293,7 @@ class Task:
         waiter._undo = self._unjoin
         waiter._undo_arg = waiter
 
-    def _unjoin(self, waiter: Task) -> None:
+    def _unjoin(self, waiter: Task[Any]) -> None:
         if self._joiners is not None:
             self._joiners.remove(waiter)
 
@@ -322,7 +323,7 @@ class WaitQueue:
         """Park the current task here until woken (``await queue.wait()``); returns the wake value."""
         return (yield (_SUSPEND, state, self, data))  # the trap itself: no extra frame per park
 
-    def _park(self, task: Task, data: Any) -> None:
+    def _park(self, task: Task[Any], data: Any) -> None:
         token = [task, data, self]
         self._tokens.append(token)
         self._live += 1
@@ -336,11 +337,11 @@ class WaitQueue:
             tokens.popleft()
         return tokens[0][1]
 
-    def wake_one(self, value: Any = None) -> Task | None:
+    def wake_one(self, value: Any = None) -> Task[Any] | None:
         """Wake the first waiter with *value*; return it, or None if nobody waits."""
         tokens = self._tokens
         while tokens:
-            task: Task | None = tokens.popleft()[0]
+            task: Task[Any] | None = tokens.popleft()[0]
             if task is not None:
                 self._live -= 1
                 _K._wake(task, value)
@@ -381,7 +382,7 @@ class _Forever:
     """The waitable of sleep_forever(): nothing but an undo."""
 
     @staticmethod
-    def _park(task: Task, _arg: Any) -> None:
+    def _park(task: Task[Any], _arg: Any) -> None:
         task._undo = _noop
         task._undo_arg = None
 
@@ -405,12 +406,12 @@ class Completion:
 
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
-        self._task: Task | None = None
+        self._task: Task[Any] | None = None
         self._value: Any = None
         self._exc: BaseException | None = None
         self.done = False
 
-    def _park(self, task: Task, _arg: Any) -> None:
+    def _park(self, task: Task[Any], _arg: Any) -> None:
         if self.done:
             if self._exc is not None:
                 self._kernel._wake_throw(task, self._exc)
@@ -461,13 +462,13 @@ def _closed_behind_our_back() -> BaseException:
     return SocketClosed("the socket this task waited on was closed directly, behind coserve's back")
 
 
-def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
+def _default_error_handler(exc: BaseException, task: Task[Any] | None, sock: Any) -> None:
     where = f"task {task.name!r}" if task is not None else "a timer callback"
     logger.error("uncaught error in %s", where, exc_info=(type(exc), exc, exc.__traceback__))
 
 
 #: The handler for errors no task catches; set_error_handler(..., default=True) replaces it.
-error_handler: Callable[[BaseException, Task | None, Any], Any] = _default_error_handler
+error_handler: Callable[[BaseException, Task[Any] | None, Any], Any] = _default_error_handler
 
 
 class Kernel:
@@ -480,7 +481,7 @@ class Kernel:
     """
 
     def __init__(self, clock: Any = None, poller: str | None = None) -> None:
-        self._ready: deque[Task] = deque()
+        self._ready: deque[Task[Any]] = deque()
         self._timers: list[list[Any]] = []
         self._ntimers_dead = 0
         self._grace: list[Any] | None = None  # exit(grace)'s timer: it does not keep the run going
@@ -490,8 +491,8 @@ class Kernel:
         self._fds: dict[int, list[Any]] = {}  # fd -> [reader, writer, registered mask]
         self._poller = make_poller(poller)
         self._pending_io = 0
-        self._tasks: dict[Task, None] = {}  # insertion-ordered: shutdown goes in spawn order
-        self._current: Task | None = None
+        self._tasks: dict[Task[Any], None] = {}  # insertion-ordered: shutdown goes in spawn order
+        self._current: Task[Any] | None = None
         self._clock = clock
         self.time: Callable[[], float] = clock.time if clock is not None else time.monotonic
         self._traps = (self._trap_read, self._trap_write, self._trap_sleep, self._trap_suspend)
@@ -521,7 +522,7 @@ class Kernel:
         #: Tasks cancelled at the end of the run because nothing could ever wake them (a deadlock).
         self.stranded = 0
         #: Tasks for which waiting when the run ends is normal (idle queue workers): no warning.
-        self.idle_ok: set[Task] = set()
+        self.idle_ok: set[Task[Any]] = set()
         self._wind_down_rounds = 0
         self._closed = False
         # Readiness for fds that are not tasks' (coserve.asyncore's dispatchers): see hook_factory.
@@ -529,19 +530,19 @@ class Kernel:
 
     # -- waking and cancelling ------------------------------------------------
 
-    def _wake(self, task: Task, value: Any) -> None:
+    def _wake(self, task: Task[Any], value: Any) -> None:
         task._undo = None
         task._value = value
         task._state = READY
         self._ready.append(task)
 
-    def _wake_throw(self, task: Task, exc: BaseException) -> None:
+    def _wake_throw(self, task: Task[Any], exc: BaseException) -> None:
         task._undo = None
         task._throw = exc
         task._state = READY
         self._ready.append(task)
 
-    def _cancel_task(self, task: Task, exc: BaseException) -> bool:
+    def _cancel_task(self, task: Task[Any], exc: BaseException) -> bool:
         """Deliver *exc* (a Cancelled) at the wait *task* is parked in, or at its next one."""
         if task._state is DONE:
             return False
@@ -558,13 +559,15 @@ class Kernel:
 
     # -- traps ------------------------------------------------------------------
 
-    def _trap_read(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_read(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         self._wait_fd(task, trap[1], 0, IN, READING, trap[2])
 
-    def _trap_write(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_write(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         self._wait_fd(task, trap[1], 1, OUT, WRITING, trap[2])
 
-    def _wait_fd(self, task: Task, fd: int, slot: int, bit: int, state: str, timeout: float | None) -> None:
+    def _wait_fd(
+        self, task: Task[Any], fd: int, slot: int, bit: int, state: str, timeout: float | None
+    ) -> None:
         entry = self._fds.get(fd)
         try:
             if entry is None:
@@ -590,7 +593,7 @@ class Kernel:
         if timeout is not None:
             task._io_timer = self.call_at(self.time() + timeout, self._fd_timeout_b, task)
 
-    def _fd_timeout(self, task: Task) -> None:
+    def _fd_timeout(self, task: Task[Any]) -> None:
         task._io_timer = None
         undo = task._undo
         if undo is not None:
@@ -613,7 +616,7 @@ class Kernel:
             self.cancel_timer(task._io_timer)
             task._io_timer = None
 
-    def _trap_sleep(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_sleep(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         seconds = trap[1]
         if seconds <= 0:
             task._state = READY
@@ -629,16 +632,16 @@ class Kernel:
         task._undo = self._cancel_timer_b
         task._undo_arg = entry
 
-    def _wake_sleeper(self, task: Task) -> None:
+    def _wake_sleeper(self, task: Task[Any]) -> None:
         task._undo = None
         task._state = READY
         self._ready.append(task)
 
-    def _trap_suspend(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_suspend(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         task._state = trap[1]
         trap[2]._park(task, trap[3])
 
-    def _trap_foreign(self, task: Task, trap: Any) -> None:
+    def _trap_foreign(self, task: Task[Any], trap: Any) -> None:
         self._wake_throw(
             task,
             ForeignAwaitable(
@@ -979,7 +982,7 @@ class Kernel:
                     append(task)
         self._current = None
 
-    def _finish(self, task: Task, result: Any, exc: BaseException | None) -> None:
+    def _finish(self, task: Task[Any], result: Any, exc: BaseException | None) -> None:
         self._current = None
         task._state = DONE
         task._result = result
@@ -1003,7 +1006,7 @@ class Kernel:
                 # error handler when the coroutine dies). Awaiting it later still raises it.
                 self.report(exc, task)
 
-    def report(self, exc: BaseException, task: Task | None) -> None:
+    def report(self, exc: BaseException, task: Task[Any] | None) -> None:
         """Hand an error nobody caught to the error handler (the task's own, or the default)."""
         self.errors_reported += 1
         handler = (task._error_handler if task is not None else None) or error_handler
@@ -1014,7 +1017,7 @@ class Kernel:
 
     # -- tasks ------------------------------------------------------------------
 
-    def spawn(self, func: Any, args: tuple[Any, ...], name: str | None) -> Task:
+    def spawn(self, func: Any, args: tuple[Any, ...], name: str | None) -> Task[Any]:
         """Create a task for ``func(*args)`` and put it at the back of the ready queue."""
         if self._closed:
             raise CoserveError("this scheduler has finished; spawn from a new run()")
@@ -1119,7 +1122,7 @@ class Kernel:
             self._cancel_task(task, Cancelled("nothing left that could wake this task"))
         return False
 
-    def _close_task(self, task: Task) -> None:
+    def _close_task(self, task: Task[Any]) -> None:
         coro = task._coro
         if coro is not None:
             try:
@@ -1227,7 +1230,7 @@ def _depth(exc: BaseException) -> int:
 _LIST_AT_MOST = 20  # tasks named in one warning
 
 
-def _where(task: Task) -> str:
+def _where(task: Task[Any]) -> str:
     """Where a parked task waits: the coserve call it is in, and the line of the task's own code."""
     frames = []
     obj: Any = task._coro

@@ -829,7 +829,7 @@ async def _happy_eyeballs(infos: list[tuple[Any, ...]], local_addr: Any) -> sock
     winner: list[socket.socket] = []
     errors: list[OSError] = []
     changed = Event()
-    attempts: list[_kernel.Task] = []
+    attempts: list[_kernel.Task[Any]] = []
     k = _kernel.get_kernel()
 
     async def attempt(info: tuple[Any, ...]) -> None:

@@ -94,7 +94,7 @@ async def sleep_forever() -> None:
     await suspend(SLEEPING, FOREVER)
 
 
-def wakeup(task: Task) -> bool:
+def wakeup(task: Task[Any]) -> bool:
     """End *task*'s :func:`sleep` or :func:`sleep_forever` now; False if it was not sleeping."""
     k = _kernel._K
     if k is None or task._state is not SLEEPING or task._undo is None:
@@ -121,7 +121,7 @@ class TimeoutScope:
         #: The kernel time at which the block is interrupted (None before entering, or without timeout).
         self.deadline: float | None = None
         self._entry: list[object] | None = None
-        self._task: Task | None = None
+        self._task: Task[Any] | None = None
         self._depth = 0
 
     async def __aenter__(self) -> TimeoutScope:
