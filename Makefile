@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,6 +11,10 @@ $(BIN)/python:
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.docs-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $@
 
 $(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
@@ -25,7 +29,11 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy --strict src
 
-test: lint
+# The API reference, from the docstrings: any Sphinx warning fails the build.
+docs: $(VENV)/.docs-deps
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs/api docs/api/_build/html
+
+test: lint docs
 	$(BIN)/python -m pytest -q -m "not slow"
 	COSERVE_POLLER=selectors $(BIN)/python -m pytest -q -m "not slow" tests/test_kernel.py tests/test_io.py tests/test_stale_fds.py tests/test_deadlines.py
 	.ci/other-pythons
@@ -44,4 +52,4 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* build src/*.egg-info
+	rm -rf $(VENV) .venv-3.* build src/*.egg-info docs/api/_build

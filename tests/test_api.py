@@ -73,6 +73,7 @@ LAYERS = [
     "_errors",
     "_poller",
     "_kernel",
+    "_slowtask",
     "_signals",
     "_time",
     "_timer",
@@ -132,3 +133,45 @@ def test_at_run_end_runs_once_after_the_last_task_and_reports_errors(errors):
     assert trace == ["main done", "end", "end 2"] * 2
     with pytest.raises(TypeError):
         coserve.at_run_end("not callable")
+
+
+def _public_callables():
+    for module in (coserve, coserve.testing, coserve.asyncore, coserve.asynchat, coserve.compat):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                yield f"{module.__name__}.{name}", obj
+                for member_name, member in vars(obj).items():
+                    member = getattr(member, "__func__", member)
+                    if inspect.isfunction(member) and (
+                        not member_name.startswith("_") or member_name == "__init__"
+                    ):
+                        yield f"{module.__name__}.{name}.{member_name}", member
+            elif callable(obj):
+                yield f"{module.__name__}.{name}", obj
+
+
+def test_no_public_signature_shows_an_anonymous_object_as_a_default():
+    checked, bad = 0, []
+    for name, obj in _public_callables():
+        try:
+            sig = str(inspect.signature(obj))
+        except (TypeError, ValueError):
+            continue
+        checked += 1
+        if "<object object" in sig:
+            bad.append(f"{name}{sig}")
+    assert checked > 200  # the walk does see the API
+    assert bad == [], "give the default a name (coserve._kernel.Sentinel) or a real value"
+    assert "timeout: 'float | None' = <its own timeout>" in str(inspect.signature(coserve.Lock.acquire))
+
+
+def test_help_shows_the_awaitables_as_async():
+    import pydoc
+
+    for func, name in [
+        (coserve.sleep, "sleep"),
+        (coserve.Socket.send, "send"),
+        (coserve.Lock.acquire, "acquire"),
+    ]:
+        assert f"async {name}(" in pydoc.render_doc(func, renderer=pydoc.plaintext)

@@ -959,3 +959,91 @@ def test_from_callback_called_twice_from_another_thread_raises_in_the_caller():
     runner.join(10)
     assert box.get("result") == 1
     assert len(outcome) == 1 and "more than once" in outcome[0]
+
+
+# --- a forgotten await warns, as a native coroutine's does (issue 13 item 1) -------------------
+
+
+def _every_function_of_coserve():
+    """Every function and method defined in the coserve package, public or not."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    seen = []
+    for info in pkgutil.iter_modules(coserve.__path__):
+        if info.name in ("__main__", "compat", "asyncore", "asynchat"):  # no awaitables; importing hooks
+            continue
+        mod = importlib.import_module(f"coserve.{info.name}")
+        objs = list(vars(mod).values())
+        objs += [v for c in vars(mod).values() if inspect.isclass(c) for v in vars(c).values()]
+        for f in objs:
+            f = getattr(f, "__func__", f)
+            if inspect.isfunction(f) and f.__module__ == mod.__name__:
+                seen.append(f)
+    return seen
+
+
+def test_no_awaitable_of_coserve_is_a_plain_generator():
+    import inspect
+
+    funcs = _every_function_of_coserve()
+    assert coserve.sleep in funcs and coserve.Socket.send in funcs  # the scan sees the package
+    generator_based = [f.__qualname__ for f in funcs if f.__code__.co_flags & inspect.CO_ITERABLE_COROUTINE]
+    assert generator_based == [], "types.coroutine does not warn when never awaited: use native_coroutine"
+    for f in (coserve.sleep, coserve.Socket.send, coserve.Socket.receive_partial, _kernel.suspend):
+        assert inspect.iscoroutinefunction(f), f  # help() shows them as async
+
+
+def test_a_forgotten_await_on_sleep_send_and_receive_partial_warns_with_their_names():
+    import socket
+
+    a, b = socket.socketpair()
+    caught = []
+
+    async def main():
+        sa, sb = coserve.wrap(a), coserve.wrap(b)
+        with pytest.warns(RuntimeWarning) as caught_here:
+            coserve.sleep(1)
+            sa.send(b"lost")
+            sb.receive_partial()
+            _kernel.WaitQueue().wait()
+        caught.extend(str(w.message) for w in caught_here)
+        await sa.send(b"sent")  # the forgotten send sent nothing
+        assert await sb.receive_partial() == b"sent"
+        sa.close()
+        sb.close()
+
+    coserve.run(main)
+    assert caught == [
+        "coroutine 'sleep' was never awaited",
+        "coroutine 'Socket.send' was never awaited",
+        "coroutine 'Socket.receive_partial' was never awaited",
+        "coroutine 'WaitQueue.wait' was never awaited",
+    ]
+
+
+def test_native_coroutine_awaitables_still_await_send_throw_and_close():
+    clock = MockClock(autojump_threshold=0)
+    trace = []
+
+    async def sleeper():
+        try:
+            await coserve.sleep(10)
+        except coserve.Cancelled:
+            trace.append("cancelled in sleep")
+            raise
+
+    async def main():
+        assert await coserve.sleep(2) == 2.0
+        t = coserve.spawn(sleeper)
+        await coserve.sleep(1)
+        t.cancel()
+        await coserve.sleep(0)
+        trace.append(t.cancelled())
+        coro = coserve.sleep(5)
+        coro.close()  # closing one never started is not "never awaited"
+        return coserve.gettime()
+
+    assert coserve.run(main, clock=clock) == 3.0
+    assert trace == ["cancelled in sleep", True]

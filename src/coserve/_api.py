@@ -17,13 +17,15 @@ their ``finally`` blocks run, and then :func:`run` returns.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, overload
 
-from . import _kernel, _signals
+from . import _kernel, _signals, _slowtask
 from ._errors import AlreadyRunning, Cancelled, CoserveError
 from ._kernel import Kernel, Task, drop_kernel, get_kernel
 from ._time import check_seconds
+
+T = TypeVar("T")
 
 __all__ = [
     "at_run_end",
@@ -53,20 +55,35 @@ def _kernel_for_run(clock: Any) -> Kernel:
     return get_kernel(clock)
 
 
-def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
+def run(
+    main: Any = None,
+    *args: Any,
+    clock: Any = None,
+    debug: bool | None = None,
+    slow_task_duration: float = _slowtask.SLOW_TASK_DURATION,
+) -> Any:
     """Run ``main(*args)`` as a task, and the scheduler until nothing is left to do.
 
     Returns main's result or raises its exception. If main fails, everything
     else is cancelled (as by :func:`cancel_all`) before the error is raised; if
     main was cancelled, returns None. Without *main*, runs what was spawned
     before. *clock* replaces the kernel's clock (``coserve.testing.MockClock``).
+
+    *debug* (default: on if the environment has ``COSERVE_DEBUG=1``) logs a
+    WARNING naming any task that runs longer than *slow_task_duration* seconds
+    without yielding, which stalls every other task (a ``time.sleep``, a
+    blocking call). Off, it costs nothing.
     """
+    watch = debug if debug is not None else _slowtask.enabled_by_environment()
+    limit = _slowtask.check_duration(slow_task_duration)  # before a kernel exists to be left behind
     k = _kernel_for_run(clock)
     if k.running:
         raise AlreadyRunning(
             "run() was called while the scheduler is running; spawn() the work instead (a script run by "
             "the coserve command already runs in a task: run one that calls run() with python)"
         )
+    if watch:
+        _slowtask.enable(k, limit)
     main_task = None
     if main is not None:
         main_task = k.spawn(main, args, "main")
@@ -100,7 +117,7 @@ def run(main: Any = None, *args: Any, clock: Any = None) -> Any:
     raise exc
 
 
-def _main_done(task: Task) -> None:
+def _main_done(task: Task[Any]) -> None:
     exc = task._exception
     if exc is not None and not isinstance(exc, Cancelled):
         _kernel._K.cancel_all()
@@ -198,7 +215,11 @@ def cancel_all() -> None:
         k.cancel_all()
 
 
-def spawn(func: Any, *args: Any, name: str | None = None) -> Task:
+@overload
+def spawn(func: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]: ...
+@overload
+def spawn(func: Callable[..., Awaitable[T]], *args: Any, name: str | None = None) -> Task[T]: ...
+def spawn(func: Any, *args: Any, name: str | None = None) -> Task[Any]:
     """Schedule ``func(*args)`` (an async function, or a coroutine object) as a new task.
 
     The task starts at the scheduler's next pass, not now. Returns the
@@ -207,13 +228,13 @@ def spawn(func: Any, *args: Any, name: str | None = None) -> Task:
     return get_kernel().spawn(func, args, name)
 
 
-def current_task() -> Task | None:
+def current_task() -> Task[Any] | None:
     """The task running now, or None outside any task."""
     k = _kernel._K
     return k._current if k is not None else None
 
 
-ErrorHandler = Callable[[BaseException, "Task | None", Any], Any]
+ErrorHandler = Callable[[BaseException, "Task[Any] | None", Any], Any]
 
 
 def set_error_handler(handler: ErrorHandler | None, default: bool = False) -> None:
@@ -233,7 +254,7 @@ def set_error_handler(handler: ErrorHandler | None, default: bool = False) -> No
         task._error_handler = handler
 
 
-def get_error_handler(task: Task | None = None) -> ErrorHandler:
+def get_error_handler(task: Task[Any] | None = None) -> ErrorHandler:
     """The error handler of *task* (default: the current task), or the default handler."""
     task = task or current_task()
     return (task._error_handler if task is not None else None) or _kernel.error_handler

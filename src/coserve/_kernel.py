@@ -54,7 +54,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from ._errors import Cancelled, CoserveError, Deadlock, ForeignAwaitable, ResourceBusy, SocketClosed
 from ._poller import IN, OUT, RD_EVENTS, WR_EVENTS, make_poller, set_mask
@@ -63,6 +63,7 @@ __all__ = ["Kernel", "Task", "WaitQueue", "current_kernel", "get_kernel"]
 
 logger = logging.getLogger("coserve")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Trap numbers: the index of the handler in Kernel._traps.
 _READ, _WRITE, _SLEEP, _SUSPEND = range(4)
@@ -77,10 +78,87 @@ WAITING = "waiting"
 DONE = "done"
 
 
+class Sentinel:
+    """A named default ("use the object's own setting"): help() and signatures show its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+# --- generator-based coroutines that are native ones ---------------------------
+#
+# The hottest awaitables (sleep, Socket.send, Socket.receive_partial and the traps below) are
+# written as generators that yield the trap themselves: an ``async def`` would need a second
+# frame to reach a ``yield``. ``types.coroutine`` makes such a generator awaitable, but it stays a
+# generator, and a generator that is never started is dropped silently: a forgotten ``await``
+# sent nothing, slept not at all, and said nothing. A native coroutine warns ("coroutine ... was
+# never awaited", a RuntimeWarning): CPython checks, when it finalizes the object, whether its
+# frame ever started, and that check is made for every generator anyway, so it costs nothing.
+#
+# So native_coroutine() gives the generator's code the coroutine flag: calling the function
+# then makes a real coroutine object, which behaves as an ``async def`` one does (await, send,
+# throw, close, the unawaited warning, inspect.iscoroutinefunction and help() showing it as
+# async), while its body still yields the trap directly. The bytecode of a generator and a
+# coroutine differ only in what the flags tell the interpreter at run time, which is why this
+# works; a probe at import checks that it does, and falls back to types.coroutine (no warning,
+# same speed) on an interpreter where it would not.
+
+
+def _as_native(func: Callable[..., Any]) -> Callable[..., Any]:
+    code = func.__code__
+    flags = (code.co_flags & ~inspect.CO_GENERATOR) | inspect.CO_COROUTINE
+    # A new function object, not an assignment to __code__ (3.13 deprecates changing a function's kind).
+    native = types.FunctionType(
+        code.replace(co_flags=flags), func.__globals__, func.__name__, func.__defaults__, func.__closure__
+    )
+    native.__kwdefaults__ = func.__kwdefaults__
+    native.__qualname__ = func.__qualname__
+    native.__module__ = func.__module__
+    native.__doc__ = func.__doc__
+    native.__annotations__ = func.__annotations__
+    native.__dict__.update(func.__dict__)
+    return native
+
+
+def _native_works() -> bool:
+    def probe() -> Generator[int, int, int]:
+        return (yield 1) + 1
+
+    try:
+        coro = _as_native(probe)()
+        if type(coro) is not types.CoroutineType or coro.send(None) != 1:
+            return False
+        coro.send(1)
+    except StopIteration as e:
+        return bool(e.value == 2)
+    except Exception:  # pragma: no cover - an interpreter without this layout
+        pass
+    return False  # pragma: no cover
+
+
+_NATIVE = _native_works()
+
+
+def native_coroutine(func: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a generator function that yields traps create native coroutines (see above).
+
+    ``@native_coroutine`` replaces ``@types.coroutine`` on coserve's generator-based
+    awaitables, so that one that is never awaited warns as an ``async def`` does.
+    """
+    if _NATIVE:
+        return cast("Callable[P, Coroutine[Any, Any, T]]", _as_native(func))
+    return cast("Callable[P, Coroutine[Any, Any, T]]", types.coroutine(func))  # pragma: no cover
+
+
 # --- traps: the only way a task talks to the kernel -------------------------
 
 
-@types.coroutine
+@native_coroutine
 def wait_readable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
     """Park the current task until *fd* is readable (or has an error or hang-up).
 
@@ -90,13 +168,13 @@ def wait_readable(fd: int, timeout: float | None = None) -> Generator[Any, Any, 
     yield (_READ, fd, timeout)
 
 
-@types.coroutine
+@native_coroutine
 def wait_writable(fd: int, timeout: float | None = None) -> Generator[Any, Any, None]:
     """Park the current task until *fd* is writable (or has an error or hang-up); see wait_readable."""
     yield (_WRITE, fd, timeout)
 
 
-@types.coroutine
+@native_coroutine
 def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, Any]:
     """Park on *waitable*: the kernel calls ``waitable._park(task, arg)``, which must set the undo.
 
@@ -108,11 +186,12 @@ def suspend(state: str, waitable: Any, arg: Any = None) -> Generator[Any, Any, A
 # --- tasks ------------------------------------------------------------------
 
 
-class Task:
+class Task(Generic[T]):
     """A coroutine run by the scheduler. Create tasks with :func:`coserve.spawn`.
 
     ``await task`` waits for it to end and returns its result or raises its
-    exception; any number of tasks may await the same task.
+    exception; any number of tasks may await the same task. ``Task[T]`` is
+    the task of a coroutine returning T, so ``await task`` is typed T.
     """
 
     __slots__ = (
@@ -123,11 +202,11 @@ class Task:
 
     # Set later, before they are read (Task.__init__ sets only what is read first: it is a hot path).
     _exception: BaseException | None
-    _result: Any
+    _result: T
     _undo_arg: Any
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], name: str | None, tid: int) -> None:
-        self._coro: Coroutine[Any, Any, Any] | None = coro
+    def __init__(self, coro: Coroutine[Any, Any, T], name: str | None, tid: int) -> None:
+        self._coro: Coroutine[Any, Any, T] | None = coro
         self._name = name
         #: A number unique among the tasks of one run.
         self.id = tid
@@ -138,8 +217,8 @@ class Task:
         self._io_timer: list[Any] | None = None  # the timeout entry of a timed fd wait
         self._pending: BaseException | None = None
         self._scopes: list[Any] | None = None
-        self._joiners: list[Task] | None = None
-        self._on_done: Callable[[Task], None] | None = None
+        self._joiners: list[Task[Any]] | None = None
+        self._on_done: Callable[[Task[Any]], None] | None = None
         self._watched = False
         self._sock: Any = None
         self._error_handler: Callable[..., Any] | None = None
@@ -202,7 +281,7 @@ class Task:
         exc._task = self
         return _K._cancel_task(self, exc)
 
-    def result(self) -> Any:
+    def result(self) -> T:
         """The task's return value; raises its exception, or Cancelled, if it ended with one."""
         if self._state is not DONE:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
@@ -218,7 +297,7 @@ class Task:
             raise CoserveError(f"task {self.name!r} has not finished; await it first")
         return self._exception
 
-    def __await__(self) -> Generator[Any, Any, Any]:
+    def __await__(self) -> Generator[Any, Any, T]:
         if self._state is not DONE:
             if self._state is RUNNING:  # only the running task itself can be awaiting it now
                 raise Deadlock(
@@ -229,7 +308,7 @@ class Task:
         return self.result()
 
     # The waitable protocol, for tasks awaiting this one.
-    def _park(self, waiter: Task, _arg: Any) -> None:
+    def _park(self, waiter: Task[Any], _arg: Any) -> None:
         if self._state is DONE:
             _K._wake(waiter, None)
             return
@@ -239,7 +318,7 @@ class Task:
         waiter._undo = self._unjoin
         waiter._undo_arg = waiter
 
-    def _unjoin(self, waiter: Task) -> None:
+    def _unjoin(self, waiter: Task[Any]) -> None:
         if self._joiners is not None:
             self._joiners.remove(waiter)
 
@@ -264,12 +343,12 @@ class WaitQueue:
     def __len__(self) -> int:
         return self._live
 
-    @types.coroutine
+    @native_coroutine
     def wait(self, state: str = WAITING, data: Any = None) -> Generator[Any, Any, Any]:
         """Park the current task here until woken (``await queue.wait()``); returns the wake value."""
         return (yield (_SUSPEND, state, self, data))  # the trap itself: no extra frame per park
 
-    def _park(self, task: Task, data: Any) -> None:
+    def _park(self, task: Task[Any], data: Any) -> None:
         token = [task, data, self]
         self._tokens.append(token)
         self._live += 1
@@ -283,11 +362,11 @@ class WaitQueue:
             tokens.popleft()
         return tokens[0][1]
 
-    def wake_one(self, value: Any = None) -> Task | None:
+    def wake_one(self, value: Any = None) -> Task[Any] | None:
         """Wake the first waiter with *value*; return it, or None if nobody waits."""
         tokens = self._tokens
         while tokens:
-            task: Task | None = tokens.popleft()[0]
+            task: Task[Any] | None = tokens.popleft()[0]
             if task is not None:
                 self._live -= 1
                 _K._wake(task, value)
@@ -328,7 +407,7 @@ class _Forever:
     """The waitable of sleep_forever(): nothing but an undo."""
 
     @staticmethod
-    def _park(task: Task, _arg: Any) -> None:
+    def _park(task: Task[Any], _arg: Any) -> None:
         task._undo = _noop
         task._undo_arg = None
 
@@ -352,12 +431,12 @@ class Completion:
 
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
-        self._task: Task | None = None
+        self._task: Task[Any] | None = None
         self._value: Any = None
         self._exc: BaseException | None = None
         self.done = False
 
-    def _park(self, task: Task, _arg: Any) -> None:
+    def _park(self, task: Task[Any], _arg: Any) -> None:
         if self.done:
             if self._exc is not None:
                 self._kernel._wake_throw(task, self._exc)
@@ -408,14 +487,14 @@ def _closed_behind_our_back() -> BaseException:
     return SocketClosed("the socket this task waited on was closed directly, behind coserve's back")
 
 
-def describe(task: Task | None, sock: Any = None) -> str:
+def describe(task: Task[Any] | None, sock: Any = None) -> str:
     """Where an error happened, for reports: ``task 'name' (socket 'name')``, or a timer callback."""
     where = f"task {task.name!r}" if task is not None else "a timer callback"
     name = getattr(sock, "name", None)
     return f"{where} (socket {name!r})" if name is not None else where
 
 
-def format_traceback(exc: BaseException, task: Task | None = None, sock: Any = None) -> str:
+def format_traceback(exc: BaseException, task: Task[Any] | None = None, sock: Any = None) -> str:
     """The report of an uncaught error as text (Copas's ``gettraceback``), for custom error handlers.
 
     The first line says where it happened (the task's and the socket's names),
@@ -425,12 +504,12 @@ def format_traceback(exc: BaseException, task: Task | None = None, sock: Any = N
     return f"uncaught error in {describe(task, sock)}\n{''.join(lines)}"
 
 
-def _default_error_handler(exc: BaseException, task: Task | None, sock: Any) -> None:
+def _default_error_handler(exc: BaseException, task: Task[Any] | None, sock: Any) -> None:
     logger.error("uncaught error in %s", describe(task, sock), exc_info=(type(exc), exc, exc.__traceback__))
 
 
 #: The handler for errors no task catches; set_error_handler(..., default=True) replaces it.
-error_handler: Callable[[BaseException, Task | None, Any], Any] = _default_error_handler
+error_handler: Callable[[BaseException, Task[Any] | None, Any], Any] = _default_error_handler
 
 
 class Kernel:
@@ -443,7 +522,7 @@ class Kernel:
     """
 
     def __init__(self, clock: Any = None, poller: str | None = None) -> None:
-        self._ready: deque[Task] = deque()
+        self._ready: deque[Task[Any]] = deque()
         self._timers: list[list[Any]] = []
         self._ntimers_dead = 0
         self._grace: list[Any] | None = None  # exit(grace)'s timer: it does not keep the run going
@@ -453,8 +532,8 @@ class Kernel:
         self._fds: dict[int, list[Any]] = {}  # fd -> [reader, writer, registered mask]
         self._poller = make_poller(poller)
         self._pending_io = 0
-        self._tasks: dict[Task, None] = {}  # insertion-ordered: shutdown goes in spawn order
-        self._current: Task | None = None
+        self._tasks: dict[Task[Any], None] = {}  # insertion-ordered: shutdown goes in spawn order
+        self._current: Task[Any] | None = None
         self._clock = clock
         self.time: Callable[[], float] = clock.time if clock is not None else time.monotonic
         self._traps = (self._trap_read, self._trap_write, self._trap_sleep, self._trap_suspend)
@@ -486,7 +565,7 @@ class Kernel:
         #: Tasks cancelled at the end of the run because nothing could ever wake them (a deadlock).
         self.stranded = 0
         #: Tasks for which waiting when the run ends is normal (idle queue workers): no warning.
-        self.idle_ok: set[Task] = set()
+        self.idle_ok: set[Task[Any]] = set()
         self._wind_down_rounds = 0
         self._closed = False
         self._at_close: list[Callable[[], Any]] = []  # at_close(): run when the run ends
@@ -495,19 +574,19 @@ class Kernel:
 
     # -- waking and cancelling ------------------------------------------------
 
-    def _wake(self, task: Task, value: Any) -> None:
+    def _wake(self, task: Task[Any], value: Any) -> None:
         task._undo = None
         task._value = value
         task._state = READY
         self._ready.append(task)
 
-    def _wake_throw(self, task: Task, exc: BaseException) -> None:
+    def _wake_throw(self, task: Task[Any], exc: BaseException) -> None:
         task._undo = None
         task._throw = exc
         task._state = READY
         self._ready.append(task)
 
-    def _cancel_task(self, task: Task, exc: BaseException) -> bool:
+    def _cancel_task(self, task: Task[Any], exc: BaseException) -> bool:
         """Deliver *exc* (a Cancelled) at the wait *task* is parked in, or at its next one."""
         if task._state is DONE:
             return False
@@ -530,13 +609,15 @@ class Kernel:
 
     # -- traps ------------------------------------------------------------------
 
-    def _trap_read(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_read(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         self._wait_fd(task, trap[1], 0, IN, READING, trap[2])
 
-    def _trap_write(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_write(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         self._wait_fd(task, trap[1], 1, OUT, WRITING, trap[2])
 
-    def _wait_fd(self, task: Task, fd: int, slot: int, bit: int, state: str, timeout: float | None) -> None:
+    def _wait_fd(
+        self, task: Task[Any], fd: int, slot: int, bit: int, state: str, timeout: float | None
+    ) -> None:
         entry = self._fds.get(fd)
         try:
             if entry is None:
@@ -562,7 +643,7 @@ class Kernel:
         if timeout is not None:
             task._io_timer = self.call_at(self.time() + timeout, self._fd_timeout_b, task)
 
-    def _fd_timeout(self, task: Task) -> None:
+    def _fd_timeout(self, task: Task[Any]) -> None:
         task._io_timer = None
         undo = task._undo
         if undo is not None:
@@ -585,7 +666,7 @@ class Kernel:
             self.cancel_timer(task._io_timer)
             task._io_timer = None
 
-    def _trap_sleep(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_sleep(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         seconds = trap[1]
         if seconds <= 0:
             task._state = READY
@@ -601,16 +682,16 @@ class Kernel:
         task._undo = self._cancel_timer_b
         task._undo_arg = entry
 
-    def _wake_sleeper(self, task: Task) -> None:
+    def _wake_sleeper(self, task: Task[Any]) -> None:
         task._undo = None
         task._state = READY
         self._ready.append(task)
 
-    def _trap_suspend(self, task: Task, trap: tuple[Any, ...]) -> None:
+    def _trap_suspend(self, task: Task[Any], trap: tuple[Any, ...]) -> None:
         task._state = trap[1]
         trap[2]._park(task, trap[3])
 
-    def _trap_foreign(self, task: Task, trap: Any) -> None:
+    def _trap_foreign(self, task: Task[Any], trap: Any) -> None:
         self._wake_throw(
             task,
             ForeignAwaitable(
@@ -907,13 +988,14 @@ class Kernel:
             func(entry[3])
         return fired
 
-    def _run_ready(self) -> None:
+    def _run_ready(self, count: int = 0) -> None:
+        """Run each task that is ready now once (or only the first *count*: debug mode times each)."""
         ready = self._ready
         traps = self._traps
         popleft = ready.popleft
         append = ready.append
         foreign = self._trap_foreign
-        for _ in range(len(ready)):
+        for _ in range(count or len(ready)):
             task = popleft()
             self._current = task
             task._state = RUNNING
@@ -950,7 +1032,7 @@ class Kernel:
                     append(task)
         self._current = None
 
-    def _finish(self, task: Task, result: Any, exc: BaseException | None) -> None:
+    def _finish(self, task: Task[Any], result: Any, exc: BaseException | None) -> None:
         self._current = None
         task._state = DONE
         task._result = result
@@ -975,7 +1057,7 @@ class Kernel:
                 self.report(exc, task)
 
     def report(
-        self, exc: BaseException, task: Task | None, handler: Callable[..., Any] | None = None
+        self, exc: BaseException, task: Task[Any] | None, handler: Callable[..., Any] | None = None
     ) -> None:
         """Hand an error nobody caught to *handler*, or the task's own error handler, or the default."""
         self.errors_reported += 1
@@ -987,7 +1069,7 @@ class Kernel:
 
     # -- tasks ------------------------------------------------------------------
 
-    def spawn(self, func: Any, args: tuple[Any, ...], name: str | None) -> Task:
+    def spawn(self, func: Any, args: tuple[Any, ...], name: str | None) -> Task[Any]:
         """Create a task for ``func(*args)`` and put it at the back of the ready queue."""
         if self._closed:
             raise CoserveError("this scheduler has finished; spawn from a new run()")
@@ -1092,7 +1174,7 @@ class Kernel:
             self._cancel_task(task, Cancelled("nothing left that could wake this task"))
         return False
 
-    def _close_task(self, task: Task) -> None:
+    def _close_task(self, task: Task[Any]) -> None:
         coro = task._coro
         if coro is not None:
             try:
@@ -1270,7 +1352,7 @@ def _depth(exc: BaseException) -> int:
 _LIST_AT_MOST = 20  # tasks named in one warning
 
 
-def _where(task: Task) -> str:
+def _where(task: Task[Any]) -> str:
     """Where a parked task waits: the coserve call it is in, and the line of the task's own code."""
     frames = []
     obj: Any = task._coro

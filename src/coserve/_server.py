@@ -187,7 +187,7 @@ class Server:
         task._on_done = self._client_done_b
         self.active += 1
 
-    def _client_done(self, task: Task) -> None:
+    def _client_done(self, task: Task[Any]) -> None:
         # Called as the task ends, before the kernel decides whether its error is uncaught.
         exc = task._exception
         if exc is not None and isinstance(exc, _PEER_WENT_AWAY):

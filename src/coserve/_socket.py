@@ -40,7 +40,6 @@ import os
 import socket
 import ssl as _ssl
 import sys
-import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
@@ -55,14 +54,15 @@ from ._errors import (
     LineTooLong,
     SocketClosed,
 )
-from ._kernel import _READ, wait_readable, wait_writable
+from ._kernel import _READ, Sentinel, native_coroutine, wait_readable, wait_writable
 from ._sync import Event
 from ._threads import run_in_thread
 from ._time import _YIELD, check_seconds, move_on_after, sleep, timeout_after
 
 __all__ = ["Socket", "connect", "connect_unix", "handler", "open_udp", "sni_context", "wrap"]
 
-_KEEP: Any = object()
+_KEEP: Any = Sentinel("<unchanged>")
+_CONNECT_TIMEOUT: Any = Sentinel("<connect_timeout>")  # handshake(): the socket's connect_timeout
 _STREAK = 16  # operations in a row without waiting before one yields
 _CHUNK = 65536  # what a pattern asks the system for at a time
 _MAX_READ = 1 << 20  # the most one recv may allocate, whatever was asked for
@@ -453,7 +453,7 @@ class Socket:
         if data:
             self._rbuf = bytearray(data) + self._rbuf
 
-    @types.coroutine
+    @native_coroutine
     def receive_partial(self, max: int = 65536) -> Generator[Any, Any, bytes]:
         """Whatever has arrived, at least one byte and at most *max*; ``b""`` at the end of the stream."""
         # A generator-based coroutine that yields the kernel's trap itself: an idle connection's
@@ -524,7 +524,7 @@ class Socket:
 
     # -- sending -----------------------------------------------------------------
 
-    @types.coroutine
+    @native_coroutine
     def send(self, data: bytes | bytearray | memoryview) -> Generator[Any, Any, int]:
         """Send all of *data*, waiting for the peer as needed; returns the number of bytes sent.
 
@@ -607,7 +607,7 @@ class Socket:
         *,
         server_side: bool | None = None,
         server_hostname: str | None = None,
-        timeout: float | None = _KEEP,
+        timeout: float | None = _CONNECT_TIMEOUT,
         session: _ssl.SSLSession | None = None,
     ) -> Socket:
         """Do the TLS handshake (Copas's ``dohandshake``); returns the socket.
@@ -651,7 +651,7 @@ class Socket:
         self._ssl = ctx
         self._plain = False
         self._drained = False  # the TLS library may hold decrypted bytes that the poller cannot see
-        limit = self.connect_timeout if timeout is _KEEP else timeout
+        limit = self.connect_timeout if timeout is _CONNECT_TIMEOUT else timeout
         async with timeout_after(limit):
             await self._io(sock.do_handshake)
         return self
@@ -1023,7 +1023,7 @@ async def _happy_eyeballs(infos: list[tuple[Any, ...]], local_addr: Any) -> sock
     winner: list[socket.socket] = []
     errors: list[OSError] = []
     changed = Event()
-    attempts: list[_kernel.Task] = []
+    attempts: list[_kernel.Task[Any]] = []
     k = _kernel.get_kernel()
 
     async def attempt(info: tuple[Any, ...]) -> None:

@@ -23,15 +23,15 @@ from typing import Any
 
 from . import _kernel
 from ._errors import CoserveError, Destroyed, NotOwner, Stopping, TooMany
-from ._kernel import WAITING, Task, WaitQueue
+from ._kernel import WAITING, Sentinel, Task, WaitQueue
 from ._time import timeout_after
 
 __all__ = ["Condition", "Event", "Lock", "Queue", "Semaphore"]
 
-_DEFAULT: Any = object()
+_DEFAULT: Any = Sentinel("<its own timeout>")  # the lock's or semaphore's .timeout
 
 
-def _current(what: str) -> Task:
+def _current(what: str) -> Task[Any]:
     k = _kernel._K
     task = k._current if k is not None else None
     if task is None:
@@ -74,7 +74,7 @@ class Lock(_AsyncContext):
         self.timeout = timeout
         #: Whether the owner may acquire the lock again.
         self.reentrant = reentrant
-        self._owner: Task | None = None
+        self._owner: Task[Any] | None = None
         self._count = 0
         self._waiters = WaitQueue()
         self._destroyed = False
@@ -84,7 +84,7 @@ class Lock(_AsyncContext):
         return f"<coserve.Lock owner={owner!r} waiting={len(self._waiters)}>"
 
     @property
-    def owner(self) -> Task | None:
+    def owner(self) -> Task[Any] | None:
         """The task holding the lock, or None."""
         return self._owner
 
@@ -199,8 +199,8 @@ class Semaphore:
         """Wait for *n* permits and return the seconds waited.
 
         Asking for more than *max* raises :class:`coserve.TooMany` at once; a
-        timeout raises :class:`TimeoutError` (a timeout of 0 fails at once
-        unless the permits are there).
+        timeout (default: the semaphore's) raises :class:`TimeoutError` (a
+        timeout of 0 fails at once unless the permits are there).
         """
         _current("Semaphore.take()")
         self._check(n)
@@ -312,7 +312,7 @@ class Condition(_AsyncContext):
         """Release the underlying lock."""
         self._lock.release()
 
-    def _check_owner(self, what: str) -> Task:
+    def _check_owner(self, what: str) -> Task[Any]:
         task = _current(what)
         if self._lock._owner is not task:
             raise NotOwner(f"{what} needs the condition's lock to be held by the calling task")
@@ -385,7 +385,7 @@ class Queue:
         self._items: deque[Any] = deque()
         self._getters = WaitQueue()
         self._drained = WaitQueue()
-        self._workers: set[Task] = set()
+        self._workers: set[Task[Any]] = set()
         self._stopping = False
         self._destroyed = False
         self._nworkers = 0
@@ -399,7 +399,7 @@ class Queue:
         return len(self._items)
 
     @property
-    def workers(self) -> frozenset[Task]:
+    def workers(self) -> frozenset[Task[Any]]:
         """The worker tasks still running."""
         return frozenset(self._workers)
 
@@ -466,7 +466,7 @@ class Queue:
         self._getters.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
         self._drained.throw_all(lambda: Destroyed(f"queue {self.name!r} was destroyed"))
 
-    def add_worker(self, func: Callable[[Any], Any]) -> Task:
+    def add_worker(self, func: Callable[[Any], Any]) -> Task[Any]:
         """Start a task that pops items and calls ``func(item)`` (plain or async) until the queue stops.
 
         An error raised by *func* goes to the error handler; the worker goes on.
@@ -496,7 +496,7 @@ class Queue:
         task._on_done = self._worker_done
         return task
 
-    def _worker_done(self, task: Task) -> None:
+    def _worker_done(self, task: Task[Any]) -> None:
         self._workers.discard(task)
         k = _kernel._K
         if k is not None:

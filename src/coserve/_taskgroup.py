@@ -24,9 +24,9 @@ class TaskGroup:
     """Spawn tasks that the ``async with`` block waits for; one failure cancels the rest."""
 
     def __init__(self) -> None:
-        self._tasks: set[Task] = set()
+        self._tasks: set[Task[Any]] = set()
         self._errors: list[BaseException] = []
-        self._parent: Task | None = None
+        self._parent: Task[Any] | None = None
         self._in_body = False
         self._closed = False
         self._done = WaitQueue()
@@ -36,7 +36,7 @@ class TaskGroup:
         return f"<coserve.TaskGroup tasks={len(self._tasks)} errors={len(self._errors)}>"
 
     @property
-    def tasks(self) -> frozenset[Task]:
+    def tasks(self) -> frozenset[Task[Any]]:
         """The group's tasks still running."""
         return frozenset(self._tasks)
 
@@ -55,7 +55,7 @@ class TaskGroup:
         self._in_body = True
         return self
 
-    def spawn(self, func: Any, *args: Any, name: str | None = None) -> Task:
+    def spawn(self, func: Any, *args: Any, name: str | None = None) -> Task[Any]:
         """Start ``func(*args)`` as a task of this group and return it."""
         if self._parent is None:
             raise CoserveError("enter the TaskGroup with 'async with' before spawning into it")
@@ -67,7 +67,7 @@ class TaskGroup:
         self._tasks.add(task)
         return task
 
-    def _child_done(self, task: Task) -> None:
+    def _child_done(self, task: Task[Any]) -> None:
         self._tasks.discard(task)
         exc = task._exception
         if exc is not None and not isinstance(exc, Cancelled):

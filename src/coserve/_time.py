@@ -19,14 +19,13 @@ result in time is never failed after the fact.
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
 
 from . import _kernel
 from ._errors import Cancelled, CoserveError
-from ._kernel import _SLEEP, FOREVER, SLEEPING, Task, suspend
+from ._kernel import _SLEEP, FOREVER, SLEEPING, Task, native_coroutine, suspend
 
 __all__ = ["TimeoutScope", "gettime", "move_on_after", "sleep", "sleep_forever", "timeout_after", "wakeup"]
 
@@ -60,7 +59,7 @@ def gettime() -> float:
     return k.time() if k is not None else _kernel.time.monotonic()
 
 
-@types.coroutine
+@native_coroutine
 def sleep(seconds: float = 0.0) -> Generator[Any, Any, float]:
     """Sleep for *seconds*, then return the time actually slept.
 
@@ -98,7 +97,7 @@ async def sleep_forever() -> float:
     return k.time() - start
 
 
-def wakeup(task: Task) -> bool:
+def wakeup(task: Task[Any]) -> bool:
     """End *task*'s :func:`sleep` or :func:`sleep_forever` now; False if it was not sleeping."""
     k = _kernel._K
     if k is None or task._state is not SLEEPING or task._undo is None:
@@ -125,7 +124,7 @@ class TimeoutScope:
         #: The kernel time at which the block is interrupted (None before entering, or without timeout).
         self.deadline: float | None = None
         self._entry: list[object] | None = None
-        self._task: Task | None = None
+        self._task: Task[Any] | None = None
         self._depth = 0
 
     async def __aenter__(self) -> TimeoutScope:

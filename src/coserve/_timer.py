@@ -172,7 +172,7 @@ def _rearm(t: Timer, k: _kernel.Kernel, due: float) -> list[Any]:
     return entry
 
 
-def _hold_until_done(t: Timer, k: _kernel.Kernel, task: _kernel.Task, entry: list[Any]) -> None:
+def _hold_until_done(t: Timer, k: _kernel.Kernel, task: _kernel.Task[Any], entry: list[Any]) -> None:
     """An async callback of a recurring timer is running: fire again only once it has ended.
 
     Copas runs a timer's callbacks one after another. The timer stays armed (it can
@@ -184,7 +184,7 @@ def _hold_until_done(t: Timer, k: _kernel.Kernel, task: _kernel.Task, entry: lis
     k.cancel_timer(entry)
     held = t._entry = [entry[0], 0, None, None]  # armed, but not on the heap
 
-    def done(task: _kernel.Task) -> None:
+    def done(task: _kernel.Task[Any]) -> None:
         if t._entry is not held:  # cancelled, or cancelled and re-armed, meanwhile
             return
         t._entry = None

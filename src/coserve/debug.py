@@ -71,13 +71,13 @@ def start(sockets: bool = True) -> None:
     spawn, finish, cancel = Kernel.spawn, Kernel._finish, Kernel._cancel_task
 
     @functools.wraps(spawn)
-    def traced_spawn(self: Kernel, func: Any, args: tuple[Any, ...], name: str | None) -> Task:
+    def traced_spawn(self: Kernel, func: Any, args: tuple[Any, ...], name: str | None) -> Task[Any]:
         task = spawn(self, func, args, name)
         logger.debug("task %r spawned: %s", task.name, getattr(func, "__qualname__", _short(func)))
         return task
 
     @functools.wraps(finish)
-    def traced_finish(self: Kernel, task: Task, result: Any, exc: BaseException | None) -> None:
+    def traced_finish(self: Kernel, task: Task[Any], result: Any, exc: BaseException | None) -> None:
         if exc is None:
             logger.debug("task %r returned %s", task.name, _short(result))
         else:
@@ -85,7 +85,7 @@ def start(sockets: bool = True) -> None:
         finish(self, task, result, exc)
 
     @functools.wraps(cancel)
-    def traced_cancel(self: Kernel, task: Task, exc: BaseException) -> bool:
+    def traced_cancel(self: Kernel, task: Task[Any], exc: BaseException) -> bool:
         if task._state != "done":
             logger.debug("task %r cancelled while %s: %s", task.name, task._state, exc)
         return cancel(self, task, exc)
