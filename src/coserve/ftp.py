@@ -1,4 +1,4 @@
-"""An FTP client on coserve's sockets: LuaSocket's ``ftp.get``/``put``/``command``, and ftplib's methods.
+"""An FTP client on coserve's sockets: LuaSocket's ``ftp.get``/``put``/``command``, and ftplib's methods::
 
     data = await ftp.get("ftp://ftp.example.org/pub/README")
     async with ftp.FTPClient("ftp.example.org", user="me", password="...", tls=True) as client:
