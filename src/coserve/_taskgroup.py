@@ -10,12 +10,15 @@ mechanism and nests with timeouts in the same way.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import _kernel
 from ._errors import Cancelled, CoserveError
 from ._kernel import WAITING, Task, WaitQueue
+
+T = TypeVar("T")
 
 __all__ = ["TaskGroup"]
 
@@ -55,6 +58,10 @@ class TaskGroup:
         self._in_body = True
         return self
 
+    @overload
+    def spawn(self, func: Coroutine[Any, Any, T], *, name: str | None = None) -> Task[T]: ...
+    @overload
+    def spawn(self, func: Callable[..., Awaitable[T]], *args: Any, name: str | None = None) -> Task[T]: ...
     def spawn(self, func: Any, *args: Any, name: str | None = None) -> Task[Any]:
         """Start ``func(*args)`` as a task of this group and return it."""
         if self._parent is None:

@@ -1,4 +1,6 @@
-"""An FTP client on coserve's sockets: LuaSocket's ``ftp.get``/``put``/``command``, and ftplib's methods::
+"""An FTP client on coserve's sockets: LuaSocket's ``ftp.get``/``put``/``command``, and ftplib's methods.
+
+For example::
 
     data = await ftp.get("ftp://ftp.example.org/pub/README")
     async with ftp.FTPClient("ftp.example.org", user="me", password="...", tls=True) as client:

@@ -18,6 +18,9 @@ async def main(sock: coserve.Socket) -> None:
     assert_type(await task, int)
     assert_type(task.result(), int)
     assert_type(coserve.spawn(answer()), coserve.Task[int])
+    async with coserve.TaskGroup() as group:
+        assert_type(group.spawn(answer), coserve.Task[int])
+        assert_type(group.spawn(answer()), coserve.Task[int])
     assert_type(await coserve.sleep(1), float)
     assert_type(await sock.send(b"x"), int)
     assert_type(await sock.receive_partial(), bytes)
