@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 import coserve
 
@@ -60,7 +61,9 @@ class Recorder:
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(
-            Delivered(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, list(envelope.mail_options))
+            Delivered(
+                envelope.mail_from, list(envelope.rcpt_tos), envelope.content, list(envelope.mail_options)
+            )
         )
         return "250 2.0.0 queued"
 
@@ -68,6 +71,46 @@ class Recorder:
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and auth_data == (USER.encode(), PASSWORD.encode())
     return AuthResult(success=ok, handled=False)
+
+
+class _Connections:
+    """Counts the servers' open connections, so a test can wait until they closed their side."""
+
+    def __init__(self) -> None:
+        self.sessions: set[int] = set()
+        self.changed = threading.Condition()
+
+    def opened(self, session: object) -> None:  # again after STARTTLS: a set, not a count
+        with self.changed:
+            self.sessions.add(id(session))
+
+    def closed(self, session: object) -> None:
+        with self.changed:
+            self.sessions.discard(id(session))
+            self.changed.notify_all()
+
+
+class _TrackedSMTP(SMTP):
+    def __init__(self, *args: Any, connections: _Connections, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections = connections
+
+    def connection_made(self, transport: Any) -> None:  # after the TLS handshake, for implicit TLS
+        self._connections.opened(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._connections.closed(self)
+
+
+class _Controller(Controller):
+    connections: _Connections
+
+    def factory(self) -> SMTP:
+        return _TrackedSMTP(self.handler, connections=self.connections, **self.SMTP_kwargs)
 
 
 def _free_port() -> int:
@@ -89,10 +132,14 @@ class Aiosmtpd:
         self.handler = Recorder()
         self.ports = {name: _free_port() for name in ("plain", "starttls", "plain_auth", "implicit")}
 
+        self.connections = _Connections()
+
         def make(name: str, **kwargs: Any) -> Controller:
-            return Controller(
+            c = _Controller(
                 self.handler, hostname="127.0.0.1", port=self.ports[name], enable_SMTPUTF8=True, **kwargs
             )
+            c.connections = self.connections
+            return c
 
         self._controllers = {
             "plain": make("plain", data_size_limit=SIZE_LIMIT),
@@ -115,6 +162,16 @@ class Aiosmtpd:
     @property
     def messages(self) -> list[Delivered]:
         return self.handler.messages
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every server closed its side of every connection (the fd leak gate checks)."""
+        with self.connections.changed:
+            if not self.connections.changed.wait_for(lambda: not self.connections.sessions, timeout):
+                raise AssertionError(f"aiosmtpd still has {len(self.connections.sessions)} connections open")
+        for c in self._started:  # the socket closes just after connection_lost(): one more loop turn
+            done = threading.Event()
+            c.loop.call_soon_threadsafe(done.set)
+            done.wait(timeout)
 
     def stop(self) -> None:
         for c in self._started:

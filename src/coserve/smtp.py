@@ -260,6 +260,12 @@ class RecipientsRefused(SMTPReplyError):
         self.recipients = recipients
 
 
+def _recipients_refused(refused: dict[str, tuple[int, str]]) -> RecipientsRefused:
+    temporary = all(400 <= code < 500 for code, _ in refused.values())
+    kind = RecipientsRefused.Temporary if temporary else RecipientsRefused.Permanent
+    return kind(refused)  # type: ignore[call-arg, return-value]
+
+
 def _split_kinds() -> None:
     """Give each kind of refusal its temporary and permanent variant (``SenderRefused.Temporary``)."""
     for cls in (GreetingRefused, HeloRefused, CommandRefused, AuthenticationFailed, SenderRefused,
@@ -957,7 +963,7 @@ class SMTPClient:
                 replies += await self._io(line, 1)
             if not any(r.code in (250, 251) for r in replies[1:]):
                 await self._reset()
-                raise RecipientsRefused(self._refused(prepared, replies))
+                raise _recipients_refused(self._refused(prepared, replies))
             replies += await self._io(b"DATA\r\n", 1)
             return await self._finish(prepared, payload, replies)
 
@@ -989,7 +995,7 @@ class SMTPClient:
             raise self._sender_refused(mail, prepared.sender)
         if not accepted:
             await self._reset()
-            raise RecipientsRefused(refused)
+            raise _recipients_refused(refused)
         if data.code != 354:
             await self._reset()
             raise _refusal(DataRefused, data, "DATA")
