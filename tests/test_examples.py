@@ -96,5 +96,6 @@ def test_every_example_is_tested(path):
         "legacy_migration.py",
         "chat.py",
         "fetch_many.py",  # in tests/test_http_nginx.py, against the nginx peer
+        "send_mail.py",  # in tests/test_smtp_client.py, against the aiosmtpd peer
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import functools
 import hmac
+import pathlib
 import ssl
+import subprocess
+import sys
 from email.message import EmailMessage
 
 import pytest
@@ -630,6 +633,19 @@ def test_two_tasks_share_a_client_one_at_a_time(peers, delivered):
 
     assert coserve.run(main) == [{}] * 4
     assert sorted(d.recipients[0] for d in delivered) == [f"t{n}@x.org" for n in range(4)]
+
+
+def test_the_send_mail_example(peers, delivered):
+    root = pathlib.Path(__file__).resolve().parent.parent
+    r = subprocess.run(
+        [sys.executable, "examples/send_mail.py", HOST, str(peers.ports["plain"])],
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.splitlines() == ["sent", "refused refuse-nobody@example.org: 550 5.1.1 no such user here"]
+    (d,) = delivered
+    assert d.recipients == ["charles@example.org", "archive@example.org"]
+    assert b"Bcc" not in d.data and b'filename="note-g.bin"' in d.data
 
 
 def test_verified_tls_needs_the_right_host_name(peers):

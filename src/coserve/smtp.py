@@ -263,7 +263,7 @@ class RecipientsRefused(SMTPReplyError):
 def _recipients_refused(refused: dict[str, tuple[int, str]]) -> RecipientsRefused:
     temporary = all(400 <= code < 500 for code, _ in refused.values())
     kind = RecipientsRefused.Temporary if temporary else RecipientsRefused.Permanent
-    return kind(refused)  # type: ignore[call-arg, return-value]
+    return kind(refused)  # type: ignore[arg-type, call-arg, return-value]
 
 
 def _split_kinds() -> None:
