@@ -99,5 +99,6 @@ def test_every_example_is_tested(path):
         "ftp_roundtrip.py",  # in tests/test_ftp.py, against the pyftpdlib server
         "echo_protocol.py",  # in tests/test_app.py and test_app_command.py
         "resp_server.py",  # in tests/test_app.py and test_app_redis.py (redis-benchmark)
+        "send_mail.py",  # in tests/test_smtp_client.py, against the aiosmtpd peer
     }
     assert path in tested, f"examples/{path} has no test in tests/test_examples.py"
